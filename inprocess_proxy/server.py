@@ -1,0 +1,236 @@
+"""The listener: binds the public address, tracks connections, enforces deadlines, stops.
+
+One ``ProxyServer`` exists per ``InProcessProxy.start()``. It owns the upstream
+pool, the error pages, the set of client connections and tunnels, and a
+sweeper task that wakes a few times a second to enforce every timeout, record
+activity of long transfers and expire idle pooled connections, so that the
+per-request path never arms a timer.
+"""
+
+import asyncio
+import errno
+import os
+import socket
+import stat
+import time
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from .errorpages import ErrorPages
+from .forward import ClientConnection
+from .upstream import UpstreamPool
+from .websocket import Tunnel
+
+__all__ = ["ProxyServer", "sweep_interval"]
+
+
+def sweep_interval(options):
+    """Seconds between sweeps: a quarter of the shortest timeout, within [0.05, 1]."""
+    timeouts = [
+        t
+        for t in (
+            options.connect_timeout,
+            options.response_header_timeout,
+            options.idle_timeout,
+            options.client_header_timeout,
+            options.client_keep_alive_timeout,
+            options.upstream_keep_alive_timeout,
+            options.websocket_idle_timeout,
+        )
+        if t > 0
+    ]
+    return min(1.0, max(0.05, min(timeouts, default=4.0) / 4))
+
+
+class ProxyServer:
+    """Serve the proxy on the running event loop.
+
+    Args:
+        routes: the RouteTrie (shared with the Proxy API).
+        activity: the ActivityTracker (shared with the Proxy API).
+        options: ProxyOptions.
+        log: the Hub's logger.
+        upstream_ssl: SSLContext for https targets.
+        error_target: ``{hub.url}error/`` or None.
+    """
+
+    def __init__(self, *, routes, activity, options, log, upstream_ssl, error_target):
+        self.routes = routes
+        self.activity = activity
+        self.options = options
+        self.log = log
+        self.pool = UpstreamPool(
+            connect_timeout=options.connect_timeout,
+            keep_alive_timeout=options.upstream_keep_alive_timeout,
+            ssl_context=upstream_ssl,
+        )
+        self.error_pages = ErrorPages(self.pool, error_target, options.error_page_timeout, log)
+        self.clients = set()
+        self.tunnels = set()
+        #: the public listener speaks TLS (for X-Forwarded-Proto/Port)
+        self.tls = False
+        self.stopping = False
+        self.tick = sweep_interval(options)
+        self._listener = None
+        self._unix_path = None
+        self._sweeper = None
+        self._drained = None
+
+    def client_count(self):
+        return len(self.clients) + len(self.tunnels)
+
+    # --- start --------------------------------------------------------------
+
+    async def listen(self, public_url, *, ssl_context=None, unix_socket_mode=0o600):
+        """Bind ``public_url`` (``http``, ``https`` or ``http+unix``) and start serving.
+
+        Returns the URL actually bound (the port filled in when it was 0).
+
+        Raises:
+            OSError: naming the address, if it cannot be bound.
+        """
+        loop = asyncio.get_running_loop()
+        parts = urlsplit(public_url)
+        self.tls = ssl_context is not None
+        try:
+            if parts.scheme == "http+unix":
+                path = unquote(parts.netloc)
+                _remove_stale_socket(path)
+                self._listener = await loop.create_unix_server(self._new_client, path, ssl=ssl_context)
+                self._unix_path = path
+                os.chmod(path, unix_socket_mode)
+                bound_url = public_url
+            else:
+                host = parts.hostname or None
+                default_port = 443 if parts.scheme == "https" else 80
+                port = parts.port if parts.port is not None else default_port
+                self._listener = await loop.create_server(
+                    self._new_client, host, port, ssl=ssl_context, reuse_address=True, backlog=1024
+                )
+                bound_url = public_url
+                if port == 0:
+                    port = self._listener.sockets[0].getsockname()[1]
+                    netloc = f"{parts.hostname}:{port}" if parts.hostname else f":{port}"
+                    if parts.hostname and ":" in parts.hostname:
+                        netloc = f"[{parts.hostname}]:{port}"
+                    bound_url = urlunsplit(parts._replace(netloc=netloc))
+        except OSError as e:
+            raise OSError(e.errno, f"InProcessProxy cannot listen on {public_url}: {e.strerror or e}") from e
+        self._sweeper = asyncio.ensure_future(self._sweep_forever())
+        return bound_url
+
+    def _new_client(self):
+        return ClientConnection(self)
+
+    # --- tunnels --------------------------------------------------------------
+
+    def start_tunnel(self, client, upstream_conn, routespec, upstream_rest):
+        """Join a client and a target after the target's 101."""
+        self.clients.discard(client)
+        tunnel = Tunnel(client.transport, upstream_conn.transport, routespec, self._tunnel_closed)
+        self.tunnels.add(tunnel)
+        tunnel.start(to_client=upstream_rest, to_upstream=bytes(client.upgrade_rest or b""))
+
+    def _tunnel_closed(self, tunnel):
+        self.tunnels.discard(tunnel)
+        self._check_drained()
+
+    def client_closed(self, client):
+        self.clients.discard(client)
+        self._check_drained()
+
+    # --- deadlines ------------------------------------------------------------
+
+    async def _sweep_forever(self):
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.tick)
+            try:
+                self.sweep(loop.time())
+            except Exception:
+                self.log.exception("InProcessProxy sweep failed")
+
+    def sweep(self, now):
+        """Enforce timeouts, record activity of ongoing transfers, expire idle upstreams.
+
+        ``now`` is monotonic time (the loop's clock is ``time.monotonic``).
+        """
+        for client in list(self.clients):
+            client.check_timeouts(now)
+        if self.tunnels:
+            self._sweep_tunnels()
+        self.pool.sweep(now)
+
+    def _sweep_tunnels(self):
+        last = self.activity.last
+        wall = time.time()
+        idle_ticks_allowed = self.options.websocket_idle_timeout / self.tick
+        for tunnel in list(self.tunnels):
+            if tunnel.moved:
+                tunnel.moved = False
+                tunnel.idle_ticks = 0
+                last[tunnel.routespec] = wall
+            else:
+                tunnel.idle_ticks += 1
+                if idle_ticks_allowed and tunnel.idle_ticks > idle_ticks_allowed:
+                    self.log.debug("Closing websocket tunnel on %s: idle", tunnel.routespec)
+                    tunnel.close()
+
+    # --- stop -----------------------------------------------------------------
+
+    def _check_drained(self):
+        if self._drained is not None and not self.clients and not self.tunnels:
+            self._drained.set()
+
+    async def stop(self, timeout):
+        """Stop accepting, finish in-flight requests up to ``timeout`` seconds, close all."""
+        if self.stopping:
+            return
+        self.stopping = True
+        self._drained = asyncio.Event()
+        if self._listener is not None:
+            self._listener.close()
+        for tunnel in list(self.tunnels):
+            tunnel.close()
+        for client in list(self.clients):
+            client.closing = True
+            if client.exchange is None and client.reading is None:
+                client.close()
+        self._check_drained()
+        try:
+            await asyncio.wait_for(self._drained.wait(), timeout)
+        except asyncio.TimeoutError:
+            self.log.warning(
+                "InProcessProxy stop: closing %d connections still busy after %gs",
+                len(self.clients) + len(self.tunnels),
+                timeout,
+            )
+            for client in list(self.clients):
+                client.transport.abort()
+            for tunnel in list(self.tunnels):
+                tunnel.abort()
+        self.pool.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self._unix_path is not None:
+            _remove_stale_socket(self._unix_path)
+
+
+def _remove_stale_socket(path):
+    """Remove a socket file nobody listens on; refuse to touch anything else."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        os.unlink(path)
+    except FileNotFoundError:
+        return
+    else:
+        raise OSError(errno.EADDRINUSE, f"{path} is in use by another process")
+    finally:
+        probe.close()

@@ -1,0 +1,329 @@
+"""Connections to routes' targets: target parsing, connecting, and the keep-alive pool.
+
+The only module that opens upstream connections.
+
+Strategy: each connection is an ``asyncio.Protocol`` with an llhttp response
+parser (httptools). It carries one request at a time for a *sink* (the
+exchange relaying to a client, or an error-page fetch) and reports parsed
+events to it: ``response_head``, ``response_body``, ``response_end``,
+``upstream_failed``, ``upstream_upgraded``. Idle connections wait in a
+per-target stack (last in, first out, so few stay warm) and keep reading, so
+a target that closes one is noticed at once (``connection_lost`` drops it)
+instead of when the next request fails on it; the sweeper closes those idle
+longer than ``upstream_keep_alive_timeout``, after aiohttp's connector.
+"""
+
+import asyncio
+import ssl
+import time
+from collections import namedtuple
+from urllib.parse import unquote, urlsplit
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
+
+from .errors import BadUpstreamResponse, UpstreamClosed, UpstreamUnreachable
+
+__all__ = ["Endpoint", "UpstreamConnection", "UpstreamPool", "parse_target"]
+
+
+class Endpoint(namedtuple("Endpoint", "key scheme host port unix_path tls prefix host_header")):
+    """A parsed route target.
+
+    ``key`` identifies the pool a connection belongs to; ``prefix`` is the
+    target's path (bytes, no trailing slash) that requests are forwarded under,
+    as configurable-http-proxy's ``prependPath`` does; ``host_header`` is what
+    the proxy's own requests (error pages) send as Host.
+    """
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def parse_target(target):
+    """Parse a route target URL into an Endpoint.
+
+    Accepts ``http://host[:port][/path]``, ``https://...`` and
+    ``http+unix://<%-quoted socket path>[/path]`` (JupyterHub's form for
+    servers bound to unix sockets).
+
+    Raises:
+        ValueError: naming the target, for anything else.
+    """
+    if not isinstance(target, str):
+        raise ValueError(f"target must be a URL string, not {target!r}")
+    parts = urlsplit(target)
+    scheme = parts.scheme.lower()
+    if parts.query or parts.fragment:
+        raise ValueError(f"target {target!r} must not have a query or fragment")
+    prefix = parts.path.rstrip("/").encode("utf-8")
+    if scheme == "http+unix":
+        path = unquote(parts.netloc)
+        if not path:
+            raise ValueError(f"target {target!r} has no socket path")
+        return Endpoint(("unix", path), scheme, None, None, path, False, prefix, b"localhost")
+    if scheme not in _DEFAULT_PORTS:
+        raise ValueError(f"target {target!r} must be an http://, https:// or http+unix:// URL")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError as e:
+        raise ValueError(f"target {target!r} has an invalid port") from e
+    if not host:
+        raise ValueError(f"target {target!r} has no host")
+    port = port or _DEFAULT_PORTS[scheme]
+    netloc = f"[{host}]" if ":" in host else host
+    host_header = f"{netloc}:{port}".encode("idna")
+    return Endpoint((scheme, host, port), scheme, host, port, None, scheme == "https", prefix, host_header)
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One connection to a target; one request at a time."""
+
+    def __init__(self, pool, endpoint):
+        # Per-connection state
+        self.pool = pool
+        self.endpoint = endpoint
+        self.transport = None
+        self.parser = HttpResponseParser(self)
+        self.closed = False
+        #: requests this connection has carried (0 while the first is on it)
+        self.uses = 0
+        #: monotonic time it went back to the pool
+        self.idle_since = 0.0
+
+        # Per-request state
+        self.sink = None
+        self.headers = []
+        self.reason = b""
+        self.head_request = False
+        self.request_done = False
+        #: any byte of the response arrived (a retry would no longer be safe)
+        self.response_started = False
+        #: the response ended at its head (HEAD): llhttp cannot be told so
+        self.ended_at_head = False
+        #: the message being parsed is a 1xx interim response
+        self.interim = False
+
+    def __repr__(self):
+        return f"<UpstreamConnection {self.endpoint.key}>"
+
+    # --- used by the sink ---------------------------------------------------
+
+    def start(self, sink, head_request):
+        """Carry a new request for ``sink``; ``head_request``: its method is HEAD."""
+        self.sink = sink
+        self.head_request = head_request
+        self.request_done = False
+        self.response_started = False
+        self.ended_at_head = False
+        self.uses += 1
+
+    def write(self, data):
+        self.transport.write(data)
+
+    def end_request(self):
+        """The whole request has been written."""
+        self.request_done = True
+
+    def abort(self):
+        """Drop the connection at once (never reused); the sink is not told."""
+        self.sink = None
+        if not self.closed:
+            self.closed = True
+            self.transport.abort()
+
+    def detach(self):
+        """Give up the connection to a tunnel: stop parsing HTTP on it."""
+        self.sink = None
+        self.pool.forget(self)
+
+    # --- asyncio.Protocol ---------------------------------------------------
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def connection_lost(self, exc):
+        self.closed = True
+        self.pool.forget(self)
+        sink, self.sink = self.sink, None
+        if sink is not None:
+            sink.upstream_failed(self, UpstreamClosed(_describe_lost(exc)))
+
+    def eof_received(self):
+        # close our side too; connection_lost reports it to the sink
+        return False
+
+    def data_received(self, data):
+        sink = self.sink
+        if sink is None:
+            # a target must not talk between requests: never reuse it
+            self.abort()
+            self.pool.forget(self)
+            return
+        self.response_started = True
+        try:
+            self.parser.feed_data(data)
+        except HttpParserUpgrade as upgrade:
+            self.sink = None
+            sink.upstream_upgraded(self, data[upgrade.args[0] :])
+            return
+        except HttpParserError as e:
+            self.sink = None
+            self.abort()
+            sink.upstream_failed(self, BadUpstreamResponse(f"invalid response: {e}"))
+            return
+        if self.ended_at_head:
+            # llhttp still expects the body its Content-Length announced
+            self.parser = HttpResponseParser(self)
+            self._finish(sink)
+        sink.flush()
+
+    def pause_writing(self):
+        if self.sink is not None:
+            self.sink.upstream_write_paused()
+
+    def resume_writing(self):
+        if self.sink is not None:
+            self.sink.upstream_write_resumed()
+
+    # --- llhttp callbacks ---------------------------------------------------
+
+    def on_message_begin(self):
+        self.headers = []
+        self.reason = b""
+
+    def on_status(self, status):
+        self.reason += status
+
+    def on_header(self, name, value):
+        self.headers.append((name, value))
+
+    def on_headers_complete(self):
+        status = self.parser.get_status_code()
+        if status < 200 and status != 101:
+            self.interim = True
+            self.sink.response_interim(status, self.reason, self.headers)
+            return
+        self.sink.response_head(status, self.reason, self.headers)
+        if self.head_request:
+            self.ended_at_head = True
+
+    def on_body(self, body):
+        if not self.ended_at_head:
+            self.sink.response_body(body)
+
+    def on_message_complete(self):
+        if self.interim:
+            self.interim = False
+        elif not self.ended_at_head and self.sink is not None:
+            self._finish(self.sink)
+
+    def _finish(self, sink):
+        self.sink = None
+        reusable = self.request_done and self.parser.should_keep_alive() and not self.closed
+        sink.response_end()
+        if reusable:
+            self.pool.release(self)
+        elif not self.closed:
+            self.closed = True
+            self.pool.forget(self)
+            self.transport.close()
+
+
+def _describe_lost(exc):
+    if exc is None:
+        return "the target closed the connection"
+    return f"the connection to the target failed: {exc}"
+
+
+class UpstreamPool:
+    """Open and reuse connections to targets.
+
+    Args:
+        connect_timeout: seconds for TCP and TLS set-up.
+        keep_alive_timeout: seconds an idle connection is kept.
+        ssl_context: used for every https target (internal_ssl's client
+            identity inside a Hub).
+    """
+
+    def __init__(self, *, connect_timeout, keep_alive_timeout, ssl_context):
+        self.connect_timeout = connect_timeout
+        self.keep_alive_timeout = keep_alive_timeout
+        self.ssl_context = ssl_context
+        #: endpoint key -> idle connections, most recently used last
+        self.idle = {}
+        #: every open connection, idle or busy, so stop() can close them
+        self.connections = set()
+
+    def __len__(self):
+        return len(self.connections)
+
+    def take_idle(self, endpoint):
+        """A pooled connection to ``endpoint`` ready for a request, or None."""
+        stack = self.idle.get(endpoint.key)
+        while stack:
+            conn = stack.pop()
+            if not conn.closed:
+                return conn
+        return None
+
+    async def connect(self, endpoint):
+        """Open a new connection to ``endpoint``.
+
+        Raises:
+            UpstreamUnreachable: refused, unreachable, TLS failure or timeout.
+        """
+        loop = asyncio.get_running_loop()
+
+        def factory():
+            return UpstreamConnection(self, endpoint)
+
+        if endpoint.unix_path is not None:
+            opening = loop.create_unix_connection(factory, endpoint.unix_path)
+        elif endpoint.tls:
+            opening = loop.create_connection(
+                factory, endpoint.host, endpoint.port, ssl=self.ssl_context, server_hostname=endpoint.host
+            )
+        else:
+            opening = loop.create_connection(factory, endpoint.host, endpoint.port)
+        try:
+            _, conn = await asyncio.wait_for(opening, self.connect_timeout)
+        except asyncio.TimeoutError as e:
+            raise UpstreamUnreachable(f"connect timed out after {self.connect_timeout:g}s") from e
+        except (OSError, ssl.SSLError) as e:
+            raise UpstreamUnreachable(str(e) or type(e).__name__) from e
+        self.connections.add(conn)
+        return conn
+
+    def release(self, conn):
+        """Put a connection whose response is complete back for reuse."""
+        conn.idle_since = time.monotonic()
+        stack = self.idle.get(conn.endpoint.key)
+        if stack is None:
+            stack = self.idle[conn.endpoint.key] = []
+        stack.append(conn)
+
+    def forget(self, conn):
+        """Stop tracking a connection that closed or left for a tunnel."""
+        self.connections.discard(conn)
+
+    def sweep(self, now):
+        """Close connections idle for longer than the keep-alive timeout."""
+        expired_before = now - self.keep_alive_timeout
+        for key in list(self.idle):
+            stack = self.idle[key]
+            # the oldest sit at the bottom of each stack
+            while stack and (stack[0].closed or stack[0].idle_since < expired_before):
+                conn = stack.pop(0)
+                if not conn.closed:
+                    conn.closed = True
+                    self.forget(conn)
+                    conn.transport.close()
+            if not stack:
+                del self.idle[key]
+
+    def close(self):
+        """Close every connection, idle or busy."""
+        for conn in list(self.connections):
+            conn.abort()
+        self.connections.clear()
+        self.idle.clear()
