@@ -102,6 +102,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.ended_at_head = False
         #: the message being parsed is a 1xx interim response
         self.interim = False
+        #: the response is a 101: what follows is the tunnel's, not HTTP
+        self.upgrading = False
 
     def __repr__(self):
         return f"<UpstreamConnection {self.endpoint.key}>"
@@ -115,6 +117,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.request_done = False
         self.response_started = False
         self.ended_at_head = False
+        self.upgrading = False
         self.uses += 1
 
     def write(self, data):
@@ -171,6 +174,13 @@ class UpstreamConnection(asyncio.Protocol):
             self.abort()
             sink.upstream_failed(self, BadUpstreamResponse(f"invalid response: {e}"))
             return
+        if self.upgrading:
+            # a 101 without the headers llhttp wants for an upgrade: what
+            # followed it in this read was parsed as HTTP, so it is not a tunnel
+            self.sink = None
+            self.abort()
+            sink.upstream_failed(self, BadUpstreamResponse("101 response without Connection: upgrade"))
+            return
         if self.ended_at_head:
             # llhttp still expects the body its Content-Length announced
             self.parser = HttpResponseParser(self)
@@ -203,6 +213,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.interim = True
             self.sink.response_interim(status, self.reason, self.headers)
             return
+        if status == 101:
+            self.upgrading = True
         self.sink.response_head(status, self.reason, self.headers)
         if self.head_request:
             self.ended_at_head = True
@@ -214,7 +226,7 @@ class UpstreamConnection(asyncio.Protocol):
     def on_message_complete(self):
         if self.interim:
             self.interim = False
-        elif not self.ended_at_head and self.sink is not None:
+        elif not self.ended_at_head and not self.upgrading and self.sink is not None:
             self._finish(self.sink)
 
     def _finish(self, sink):
