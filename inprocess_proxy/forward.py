@@ -74,6 +74,7 @@ class ClientConnection(asyncio.Protocol):
         # Per-connection state
         self.server = server
         self.options = server.options
+        self.stats = server.stats
         self.transport = None
         self.parser = HttpRequestParser(self)
         #: the client's IP as bytes (b"" on a unix socket)
@@ -336,6 +337,7 @@ class Exchange:
         "idle_since",
         "status",
         "outcome",
+        "started",
     )
 
     def __init__(self, client, method, target, headers, *, keep_alive, http10, upgrade):
@@ -379,6 +381,8 @@ class Exchange:
         #: what prepare() decided to answer without a target: (status, body,
         #: content type) for a local answer, (status, None, None) for an error
         self.outcome = None
+        #: wall-clock time the head was parsed (activity, duration, access log)
+        self.started = time.time()
 
     # --- request side -------------------------------------------------------
 
@@ -414,7 +418,7 @@ class Exchange:
             self.outcome = (404, None, None)
             return
         self.route = route
-        server.activity.last[route.routespec] = time.time()
+        server.activity.last[route.routespec] = self.started
         if self.upgrade:
             upgrade = _header(self.headers, b"upgrade")
             if upgrade is not None and upgrade.lower() == b"websocket" and self.method == b"GET":
@@ -457,6 +461,7 @@ class Exchange:
             # no target takes it (client gone, local answer, answered early)
             return
         self.moved = True
+        self.client.stats.bytes_in += len(chunk)
         if self.body == CHUNKED_BODY:
             self.to_upstream += (b"%x\r\n" % len(chunk), chunk, b"\r\n")
         else:
@@ -557,6 +562,7 @@ class Exchange:
         if self.finished:
             return
         self.moved = True
+        self.client.stats.bytes_out += len(chunk)
         if self.chunked:
             self.to_client += (b"%x\r\n" % len(chunk), chunk, b"\r\n")
         else:
@@ -569,8 +575,7 @@ class Exchange:
         if self.chunked:
             self.to_client.append(LAST_CHUNK)
         self.flush()
-        self.client.server.activity.last[self.route.routespec] = time.time()
-        self._response_complete()
+        self._response_complete(touch_route=True)
 
     def flush(self):
         """Write what one upstream read produced, in one write."""
@@ -596,6 +601,7 @@ class Exchange:
             self.connecting = asyncio.ensure_future(self.connect())
             return
         server = self.client.server
+        server.stats.upstream_errors[error.cause] += 1
         server.log.warning(
             "Proxy error on %s -> %s: %s: %s",
             self.route.routespec,
@@ -621,6 +627,7 @@ class Exchange:
         self.upstream = None
         self.flush()
         self.finished = True
+        self._count(time.time(), touch_route=True)
         self.client.server.start_tunnel(self.client, conn, self.route.routespec, rest)
 
     def upstream_write_paused(self):
@@ -631,7 +638,18 @@ class Exchange:
 
     # --- endings ------------------------------------------------------------
 
-    def _response_complete(self):
+    def _count(self, now, touch_route):
+        """Record an answered request: activity (``touch_route``: the target
+        answered), metrics and the access log."""
+        server = self.client.server
+        if touch_route:
+            server.activity.last[self.route.routespec] = now
+        server.stats.request_done(1 if self.websocket else 0, self.status, now - self.started)
+        if server.access_log is not None:
+            server.access_log(self, now - self.started)
+
+    def _response_complete(self, touch_route):
+        self._count(time.time(), touch_route)
         self.response_done = True
         if self.request_done:
             self.finished = True
@@ -645,20 +663,22 @@ class Exchange:
     def respond_locally(self, status, body, content_type=b"text/plain; charset=utf-8"):
         """Answer without a target (health check, rejected target forms)."""
         self.response_started = True
+        self.status = status
         keep_alive = self.keep_alive and not self.client.closing and status < 400
         self.keep_alive = keep_alive
         self.client.write(
             simple_response(status, body, content_type, keep_alive=keep_alive, head=self.method == b"HEAD")
         )
-        self._response_complete()
+        self._response_complete(touch_route=False)
 
     def fail(self, status, error):
         """Answer with an error: a bare status for websockets, else the Hub's page."""
         self.response_started = True
+        self.status = status
         if self.websocket or self.upgrade:
             self.keep_alive = False
             self.client.write(b"HTTP/1.1 %d %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n" % (status, reason_phrase(status)))
-            self._response_complete()
+            self._response_complete(touch_route=False)
             return
         self.connecting = asyncio.ensure_future(self._send_error_page(status))
 
@@ -671,7 +691,7 @@ class Exchange:
         self.client.write(
             simple_response(status, body, content_type, keep_alive=self.keep_alive, head=self.method == b"HEAD")
         )
-        self._response_complete()
+        self._response_complete(touch_route=False)
 
     def client_lost(self):
         """The client went away: drop the target connection unless it is reusable."""

@@ -6,13 +6,17 @@ works before ``start()`` and after ``stop()``, because the Hub calls the route
 API then too) and starts and stops the listener inside the Hub's event loop.
 """
 
+import logging
 import ssl
 import time
 
+from jupyterhub.log import _scrub_uri
+from jupyterhub.metrics import metrics_prefix
 from jupyterhub.proxy import Proxy
 from jupyterhub.utils import make_ssl_context
 from traitlets import Bool, Float, Instance, Integer, TraitError, Unicode, default, observe, validate
 
+from . import metrics
 from .activity import ActivityTracker
 from .options import ProxyOptions
 from .routes import RouteTrie
@@ -177,7 +181,26 @@ class InProcessProxy(Proxy):
         """,
     )
 
+    access_log = Bool(
+        False,
+        config=True,
+        help="""Log every request the proxy answers, at debug level, in the Hub's access-log format.
+
+        Default: False. Lines look like ``200 GET /user/ann/api/status (ann@10.0.0.5) 1.52ms -> http://127.0.0.1:51234``,
+        with tokens in URLs scrubbed as the Hub scrubs its own. They appear only when the
+        Hub logs at debug level (``c.JupyterHub.log_level = "DEBUG"``).
+        """,
+    )
+
     activity = Instance(ActivityTracker, help="Last activity per routespec.")
+
+    stats = Instance(metrics.ProxyStats, help="What the proxy counted, exported at /hub/metrics.")
+
+    @default("stats")
+    def _default_stats(self):
+        stats = metrics.ProxyStats()
+        metrics.register(self, stats, metrics_prefix)
+        return stats
 
     @default("activity")
     def _default_activity(self):
@@ -291,10 +314,12 @@ class InProcessProxy(Proxy):
         server = ProxyServer(
             routes=self.routes,
             activity=self.activity,
+            stats=self.stats,
             options=self.options(),
             log=self.log,
             upstream_ssl=self._upstream_ssl_context(),
             error_target=self._error_target(),
+            access_log=self._access_logger() if self.access_log else None,
         )
         bound_url = await server.listen(
             self.public_url,
@@ -318,6 +343,27 @@ class InProcessProxy(Proxy):
         await server.stop(self.stop_timeout)
         self.log.info("InProcessProxy stopped")
 
+    def _access_logger(self):
+        log = self.log
+
+        def log_access(exchange, seconds):
+            if not log.isEnabledFor(logging.DEBUG):
+                return
+            route = exchange.route
+            user = route.data.get("user", "") if route is not None else ""
+            log.debug(
+                "%d %s %s (%s@%s) %.2fms -> %s",
+                exchange.status,
+                exchange.method.decode("ascii"),
+                _scrub_uri(exchange.target.decode("utf-8", "replace")),
+                user,
+                exchange.client.peer.decode("ascii") or "unix",
+                seconds * 1000,
+                route.target if route is not None else "proxy",
+            )
+
+        return log_access
+
     @property
     def server(self):
         """The running ProxyServer, or None before start() and after stop()."""
@@ -339,14 +385,19 @@ class InProcessProxy(Proxy):
             data = {}
         elif not isinstance(data, dict):
             raise ValueError(f"Cannot add route {routespec!r}: data must be a dict, not {data!r}")
+        started = time.perf_counter()
         route = self.routes.add(routespec, target, dict(data), time.monotonic())
         route.endpoint = endpoint
+        self.stats.route_ops["add"].observe(time.perf_counter() - started)
         self.log.debug("Route added %s -> %s", routespec, target)
 
     async def delete_route(self, routespec):
         """Delete the route stored under exactly this routespec; absent is fine."""
         routespec = self.validate_routespec(routespec)
-        if self.routes.remove(routespec) is not None:
+        started = time.perf_counter()
+        removed = self.routes.remove(routespec)
+        self.stats.route_ops["delete"].observe(time.perf_counter() - started)
+        if removed is not None:
             self.activity.forget(routespec)
             self.log.debug("Route deleted %s", routespec)
 
@@ -358,10 +409,13 @@ class InProcessProxy(Proxy):
 
     async def get_all_routes(self):
         """All routes as ``{routespec: {routespec, target, data}}``, as fresh copies."""
+        started = time.perf_counter()
         activity = self.activity
         activity.prune(self.routes)
         iso = activity.isoformat
-        return {route.routespec: self._route_dict(route, iso(route.routespec)) for route in self.routes}
+        routes = {route.routespec: self._route_dict(route, iso(route.routespec)) for route in self.routes}
+        self.stats.route_ops["get_all"].observe(time.perf_counter() - started)
+        return routes
 
     async def get_route(self, routespec):
         """One route as ``{routespec, target, data}``, or None."""

@@ -47,17 +47,22 @@ class ProxyServer:
     Args:
         routes: the RouteTrie (shared with the Proxy API).
         activity: the ActivityTracker (shared with the Proxy API).
+        stats: the metrics.ProxyStats the data path counts into.
         options: ProxyOptions.
         log: the Hub's logger.
         upstream_ssl: SSLContext for https targets.
         error_target: ``{hub.url}error/`` or None.
+        access_log: called as ``access_log(exchange, seconds)`` for every
+            answered request, or None.
     """
 
-    def __init__(self, *, routes, activity, options, log, upstream_ssl, error_target):
+    def __init__(self, *, routes, activity, stats, options, log, upstream_ssl, error_target, access_log=None):
         self.routes = routes
         self.activity = activity
+        self.stats = stats
         self.options = options
         self.log = log
+        self.access_log = access_log
         self.pool = UpstreamPool(
             connect_timeout=options.connect_timeout,
             keep_alive_timeout=options.upstream_keep_alive_timeout,
@@ -131,6 +136,9 @@ class ProxyServer:
         tunnel.start(to_client=upstream_rest, to_upstream=bytes(client.upgrade_rest or b""))
 
     def _tunnel_closed(self, tunnel):
+        from_client, from_target = tunnel.take_byte_counts()
+        self.stats.bytes_in += from_client
+        self.stats.bytes_out += from_target
         self.tunnels.discard(tunnel)
         self._check_drained()
 
@@ -162,9 +170,13 @@ class ProxyServer:
 
     def _sweep_tunnels(self):
         last = self.activity.last
+        stats = self.stats
         wall = time.time()
         idle_ticks_allowed = self.options.websocket_idle_timeout / self.tick
         for tunnel in list(self.tunnels):
+            from_client, from_target = tunnel.take_byte_counts()
+            stats.bytes_in += from_client
+            stats.bytes_out += from_target
             if tunnel.moved:
                 tunnel.moved = False
                 tunnel.idle_ticks = 0

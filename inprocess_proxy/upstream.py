@@ -160,7 +160,6 @@ class UpstreamConnection(asyncio.Protocol):
         if sink is None:
             # a target must not talk between requests: never reuse it
             self.abort()
-            self.pool.forget(self)
             return
         self.response_started = True
         try:
@@ -183,8 +182,9 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if self.ended_at_head:
             # llhttp still expects the body its Content-Length announced
+            keep_alive = self.parser.should_keep_alive()
             self.parser = HttpResponseParser(self)
-            self._finish(sink)
+            self._finish(sink, keep_alive)
         sink.flush()
 
     def pause_writing(self):
@@ -227,11 +227,11 @@ class UpstreamConnection(asyncio.Protocol):
         if self.interim:
             self.interim = False
         elif not self.ended_at_head and not self.upgrading and self.sink is not None:
-            self._finish(self.sink)
+            self._finish(self.sink, self.parser.should_keep_alive())
 
-    def _finish(self, sink):
+    def _finish(self, sink, keep_alive):
         self.sink = None
-        reusable = self.request_done and self.parser.should_keep_alive() and not self.closed
+        reusable = self.request_done and keep_alive and not self.closed
         sink.response_end()
         if reusable:
             self.pool.release(self)
@@ -309,6 +309,8 @@ class UpstreamPool:
     def release(self, conn):
         """Put a connection whose response is complete back for reuse."""
         conn.idle_since = time.monotonic()
+        # a slow client may have paused it; idle, it must read to see a close
+        conn.transport.resume_reading()
         stack = self.idle.get(conn.endpoint.key)
         if stack is None:
             stack = self.idle[conn.endpoint.key] = []

@@ -21,15 +21,18 @@ __all__ = ["Tunnel"]
 class _TunnelEnd(asyncio.Protocol):
     """One side of a tunnel: what arrives here is written to the other side."""
 
-    __slots__ = ("tunnel", "transport", "peer")
+    __slots__ = ("tunnel", "transport", "peer", "received")
 
     def __init__(self, tunnel, transport):
         self.tunnel = tunnel
         self.transport = transport
         self.peer = None
+        #: bytes received since the sweeper last collected them (metrics)
+        self.received = 0
 
     def data_received(self, data):
         self.tunnel.moved = True
+        self.received += len(data)
         self.peer.transport.write(data)
 
     def eof_received(self):
@@ -83,6 +86,12 @@ class Tunnel:
             upstream.write(to_upstream)
         client.resume_reading()
         upstream.resume_reading()
+
+    def take_byte_counts(self):
+        """``(from client, from target)`` since the last call, for metrics."""
+        counts = (self.client.received, self.upstream.received)
+        self.client.received = self.upstream.received = 0
+        return counts
 
     def end_lost(self):
         self._open_ends -= 1

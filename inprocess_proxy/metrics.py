@@ -1,0 +1,176 @@
+"""Prometheus metrics of the proxy, in the Hub's registry (``/hub/metrics``).
+
+Deviation from ``prometheus_client`` objects bumped per request: a labelled
+``Counter.inc()`` plus a ``Histogram.observe()`` take a lock each and cost a
+few microseconds, a noticeable share of a proxied request's CPU here (see
+``docs/design.md``). Instead the data path adds to plain integers in a
+``ProxyStats`` (one per running proxy) and ``ProxyCollector`` turns them into
+metric families when the Hub's ``/metrics`` handler scrapes the registry.
+
+Names follow JupyterHub's style (``jupyterhub_proxy_...``, the
+``JUPYTERHUB_METRICS_PREFIX`` namespace); label values come from small fixed
+sets, never a user name or a path.
+"""
+
+import bisect
+import weakref
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import REGISTRY, Collector
+
+__all__ = ["KINDS", "ProxyStats", "ProxyCollector", "register"]
+
+#: request kinds, index = position
+KINDS = ("http", "websocket")
+#: status classes, index = status // 100 - 1
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+#: causes of upstream failures (errors.UpstreamError.cause values)
+CAUSES = ("connect", "closed", "timeout", "protocol", "error")
+
+#: request duration buckets in seconds: proxied requests take a fraction of
+#: a millisecond, a Hub page tens of milliseconds, a spawn seconds
+DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+#: route-table operation buckets in seconds (microseconds in practice)
+ROUTE_OP_BUCKETS = (1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 1e-3, 1e-2)
+ROUTE_OPS = ("add", "delete", "get_all")
+
+
+class _Histogram:
+    """Bucket counts and a sum, bumped with plain arithmetic."""
+
+    __slots__ = ("bounds", "counts", "total", "count")
+
+    def __init__(self, bounds):
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, value):
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+        self.count += 1
+
+    def cumulative(self):
+        """``[(le, cumulative count)]`` as Prometheus wants, ending with +Inf."""
+        running = 0
+        buckets = []
+        for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts):
+            running += count
+            buckets.append((bound, running))
+        return buckets
+
+
+class ProxyStats:
+    """What one running proxy counted; the data path writes these fields directly."""
+
+    def __init__(self):
+        #: requests[kind][status // 100 - 1]
+        self.requests = [[0] * len(STATUS_CLASSES) for _ in KINDS]
+        self.durations = [_Histogram(DURATION_BUCKETS) for _ in KINDS]
+        self.upstream_errors = dict.fromkeys(CAUSES, 0)
+        #: body bytes from clients to targets, and from targets to clients
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.route_ops = {op: _Histogram(ROUTE_OP_BUCKETS) for op in ROUTE_OPS}
+
+    def request_done(self, kind, status, seconds):
+        """Count one answered request (kind: index into KINDS)."""
+        self.requests[kind][min(max(status // 100, 1), 5) - 1] += 1
+        self.durations[kind].observe(seconds)
+
+
+class ProxyCollector(Collector):
+    """Exports the stats of every running proxy in this process.
+
+    One collector is registered once per process; proxies come and go
+    (tests start many), each adding its stats and live server while it runs.
+    """
+
+    def __init__(self, prefix):
+        self.prefix = prefix
+        #: InProcessProxy -> its ProxyStats (the proxy is held weakly)
+        self.sources = weakref.WeakKeyDictionary()
+
+    def _name(self, name):
+        return f"{self.prefix}_proxy_{name}"
+
+    def collect(self):
+        sources = [(stats, proxy) for proxy, stats in list(self.sources.items())]
+        requests = CounterMetricFamily(
+            self._name("requests"), "Requests answered by the proxy, by kind and status class", labels=["kind", "status_class"]
+        )
+        durations = HistogramMetricFamily(
+            self._name("request_duration_seconds"),
+            "Time from a request's head to the end of its response (to the 101 for websockets)",
+            labels=["kind"],
+        )
+        errors = CounterMetricFamily(
+            self._name("upstream_errors"), "Failures talking to route targets, by cause", labels=["cause"]
+        )
+        transferred = CounterMetricFamily(
+            self._name("body_bytes"), "Body bytes proxied (websocket tunnel bytes included)", labels=["direction"]
+        )
+        route_ops = HistogramMetricFamily(
+            self._name("route_operation_duration_seconds"), "Time spent in route-table operations", labels=["operation"]
+        )
+        clients = GaugeMetricFamily(self._name("client_connections"), "Open client connections (tunnels excluded)")
+        tunnels = GaugeMetricFamily(self._name("websocket_tunnels"), "Open websocket tunnels")
+        pooled = GaugeMetricFamily(self._name("upstream_connections"), "Open connections to targets", labels=["state"])
+        routes = GaugeMetricFamily(self._name("routes"), "Routes in the table")
+
+        for kind_index, kind in enumerate(KINDS):
+            for class_index, status_class in enumerate(STATUS_CLASSES):
+                total = sum(stats.requests[kind_index][class_index] for stats, _ in sources)
+                requests.add_metric([kind, status_class], total)
+            merged = _merge([stats.durations[kind_index] for stats, _ in sources], DURATION_BUCKETS)
+            durations.add_metric([kind], merged.cumulative(), merged.total)
+        for cause in CAUSES:
+            errors.add_metric([cause], sum(stats.upstream_errors[cause] for stats, _ in sources))
+        transferred.add_metric(["in"], sum(stats.bytes_in for stats, _ in sources))
+        transferred.add_metric(["out"], sum(stats.bytes_out for stats, _ in sources))
+        for op in ROUTE_OPS:
+            merged = _merge([stats.route_ops[op] for stats, _ in sources], ROUTE_OP_BUCKETS)
+            route_ops.add_metric([op], merged.cumulative(), merged.total)
+
+        idle = busy = client_count = tunnel_count = route_count = 0
+        for _, proxy in sources:
+            route_count += len(proxy.routes)
+            server = proxy.server
+            if server is not None:
+                client_count += len(server.clients)
+                tunnel_count += len(server.tunnels)
+                idle_now = sum(len(stack) for stack in server.pool.idle.values())
+                idle += idle_now
+                busy += len(server.pool) - idle_now
+        clients.add_metric([], client_count)
+        tunnels.add_metric([], tunnel_count)
+        pooled.add_metric(["idle"], idle)
+        pooled.add_metric(["busy"], busy)
+        routes.add_metric([], route_count)
+        yield from (requests, durations, errors, transferred, route_ops, clients, tunnels, pooled, routes)
+
+
+def _merge(histograms, bounds):
+    merged = _Histogram(bounds)
+    for histogram in histograms:
+        merged.counts = [a + b for a, b in zip(merged.counts, histogram.counts)]
+        merged.total += histogram.total
+        merged.count += histogram.count
+    return merged
+
+
+_collector = None
+
+
+def register(proxy, stats, prefix):
+    """Export ``stats`` and ``proxy``'s live gauges in the default registry.
+
+    The Hub serves that registry at ``/hub/metrics``. ``prefix`` is the
+    Hub's ``metrics_prefix``; the first proxy registered in a process sets it.
+    """
+    global _collector
+    if _collector is None:
+        _collector = ProxyCollector(prefix)
+        REGISTRY.register(_collector)
+    _collector.sources[proxy] = stats
