@@ -87,6 +87,10 @@ def split_path(path):
     ``path`` is the path part of the request target (no query), as text.
     A trailing slash adds no segment; an empty segment inside (``//``) is kept,
     as configurable-http-proxy keeps it, so ``/user//x`` is not ``/user/x``.
+
+    Raises:
+        ValueError: for a dot segment (``.``, ``..``, or encoded as ``%2e``),
+            which a backend might resolve into another route's prefix.
     """
     segments = path.split("/")
     # the leading "/" gives an empty first item; a trailing "/" an empty last
@@ -95,7 +99,12 @@ def split_path(path):
     if segments and segments[-1] == "":
         del segments[-1]
     if "%" in path:
-        return [unquote(s) if "%" in s else s for s in segments]
+        segments = [unquote(s) if "%" in s else s for s in segments]
+    elif "." not in path:
+        return segments
+    for segment in segments:
+        if segment == "." or segment == "..":
+            raise ValueError(f"dot segment in path {path!r}")
     return segments
 
 
