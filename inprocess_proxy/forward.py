@@ -101,7 +101,13 @@ class ClientConnection(asyncio.Protocol):
         # Per-request state (the head being parsed)
         self.url = b""
         self.headers = None
+        #: bytes of the parsed request line and headers
         self.head_size = 0
+        #: bytes received while one head stays incomplete across reads; this
+        #: bounds what httptools buffers for a header line that never ends
+        self.head_bytes = 0
+        #: heads begun on this connection (tells reads of one head apart)
+        self.heads_begun = 0
 
     # --- asyncio.Protocol ---------------------------------------------------
 
@@ -141,6 +147,7 @@ class ClientConnection(asyncio.Protocol):
         if self.upgrade_rest is not None:
             self._buffer_upgrade_data(data)
             return
+        heads_begun = self.heads_begun
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade as upgrade:
@@ -156,9 +163,10 @@ class ClientConnection(asyncio.Protocol):
         except HttpParserError as e:
             self.reject(400, f"malformed request: {e}")
             return
-        if self.in_head:
-            self.head_size += len(data)
-            if self.head_size > self.options.max_header_size:
+        if self.in_head and self.heads_begun == heads_begun:
+            # the same head is still incomplete: every byte of this read is head
+            self.head_bytes += len(data)
+            if self.head_bytes > self.options.max_header_size:
                 self.reject(431, "request head too large")
                 return
         exchange = self.reading or self.exchange
@@ -182,13 +190,15 @@ class ClientConnection(asyncio.Protocol):
     def on_message_begin(self):
         self.url = b""
         self.headers = []
-        self.head_size = 0
+        self.head_size = self.head_bytes = 0
+        self.heads_begun += 1
         if not self.in_head:
             self.in_head = True
             self.deadline = time.monotonic() + self.options.client_header_timeout
 
     def on_url(self, url):
         self.url += url
+        self.head_size += len(url)
         if len(self.url) > self.options.max_url_size:
             raise RequestRejected(414, "request target too long")
 
@@ -293,7 +303,7 @@ class ClientConnection(asyncio.Protocol):
         if exchange is not None:
             exchange.check_timeouts(now)
         elif self.reading is None and now > self.deadline:
-            if self.in_head and self.head_size:
+            if self.in_head and (self.head_size or self.head_bytes):
                 self.reject(408, "request head not received in time")
             else:
                 self.close()
