@@ -47,9 +47,20 @@ HOP_BY_HOP = frozenset(
 LAST_CHUNK = b"0\r\n\r\n"
 
 
+#: headers a ``Connection`` token may not remove: without them a message
+#: loses its framing (Content-Length) or, upstream, its Host (RFC 9110 7.6.1
+#: lets connection options name only hop-by-hop extensions)
+_NOT_REMOVABLE = frozenset({b"content-length", b"host"})
+
+
 def connection_tokens(value):
     """The lower-cased tokens of a ``Connection`` header value."""
     return {token.strip().lower() for token in value.split(b",") if token.strip()}
+
+
+def _removable(listed):
+    """The header names a set of Connection tokens removes beyond HOP_BY_HOP."""
+    return listed - HOP_BY_HOP - _NOT_REMOVABLE
 
 
 def encode_chunk(data):
@@ -144,8 +155,10 @@ def forwarded_request_head(method, target, headers, *, peer, tls, websocket=None
         elif lname == b"x-forwarded-host":
             has_forwarded_host = True
         kept.append((name, value))
-    if listed and not listed <= HOP_BY_HOP:
-        kept = _drop_listed(kept, listed)
+    if listed:
+        removable = _removable(listed)
+        if removable:
+            kept = _drop_listed(kept, removable)
 
     parts = [method, b" ", target, b" HTTP/1.1\r\n"]
     for name, value in kept:
@@ -184,7 +197,7 @@ def response_head(status, reason, headers, *, no_body, keep_alive, http10):
         ``(head, chunked, keep_alive)``: a body of unknown length is chunked
         for HTTP/1.1 clients and ends with the connection for HTTP/1.0 ones.
     """
-    parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason or reason_phrase(status))]
+    kept = []
     listed = None
     has_length = False
     for name, value in headers:
@@ -196,11 +209,14 @@ def response_head(status, reason, headers, *, no_body, keep_alive, http10):
             continue
         if lname == b"content-length":
             has_length = True
+        kept.append((name, value))
+    if listed:
+        removable = _removable(listed)
+        if removable:
+            kept = _drop_listed(kept, removable)
+    parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason or reason_phrase(status))]
+    for name, value in kept:
         parts += (name, b": ", value, b"\r\n")
-    if listed and not listed <= HOP_BY_HOP:
-        return response_head(
-            status, reason, _drop_listed(headers, listed), no_body=no_body, keep_alive=keep_alive, http10=http10
-        )
     chunked = not (no_body or has_length or http10)
     if http10 and not (no_body or has_length):
         keep_alive = False

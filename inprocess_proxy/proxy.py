@@ -14,7 +14,7 @@ from jupyterhub.log import _scrub_uri
 from jupyterhub.metrics import metrics_prefix
 from jupyterhub.proxy import Proxy
 from jupyterhub.utils import make_ssl_context
-from traitlets import Bool, Float, Instance, Integer, TraitError, Unicode, default, observe, validate
+from traitlets import Bool, Float, Integer, TraitError, Unicode, observe, validate
 
 from . import metrics
 from .activity import ActivityTracker
@@ -192,25 +192,18 @@ class InProcessProxy(Proxy):
         """,
     )
 
-    activity = Instance(ActivityTracker, help="Last activity per routespec.")
-
-    stats = Instance(metrics.ProxyStats, help="What the proxy counted, exported at /hub/metrics.")
-
-    @default("stats")
-    def _default_stats(self):
-        stats = metrics.ProxyStats()
-        metrics.register(self, stats, metrics_prefix)
-        return stats
-
-    @default("activity")
-    def _default_activity(self):
-        return ActivityTracker()
-
-    routes = Instance(RouteTrie, help="The route table.")
-
-    @default("routes")
-    def _default_routes(self):
-        return RouteTrie(host_routing=self.host_routing)
+    def __init__(self, *, activity=None, **kwargs):
+        """``activity``: an ActivityTracker to use (tests inject one with a clock)."""
+        # plain attributes, not traits: the route API reads them on every call
+        # and a trait lookup costs more than the trie operation itself
+        #: the route table
+        self.routes = RouteTrie()
+        #: last activity per routespec
+        self.activity = activity if activity is not None else ActivityTracker()
+        #: what the proxy counted, exported at /hub/metrics
+        self.stats = metrics.ProxyStats()
+        super().__init__(**kwargs)
+        metrics.register(self, self.stats, metrics_prefix)
 
     @observe("host_routing")
     def _host_routing_changed(self, change):
@@ -369,6 +362,12 @@ class InProcessProxy(Proxy):
         """The running ProxyServer, or None before start() and after stop()."""
         return self._server
 
+    def validate_routespec(self, routespec):
+        """JupyterHub's checks, with a ValueError (not AttributeError) for a non-string."""
+        if not isinstance(routespec, str):
+            raise ValueError(f"Invalid routespec {routespec!r}: must be a string")
+        return super().validate_routespec(routespec)
+
     async def add_route(self, routespec, target, data):
         """Add or replace a route; effective when it returns.
 
@@ -401,8 +400,13 @@ class InProcessProxy(Proxy):
             self.activity.forget(routespec)
             self.log.debug("Route deleted %s", routespec)
 
-    def _route_dict(self, route, activity_iso):
-        data = dict(route.data)
+    @staticmethod
+    def _route_dict(route, activity_iso):
+        """A fresh copy of a route in the shape of ``jupyterhub.proxy.Proxy``.
+
+        ``data`` is copied one level deep: JupyterHub's route data is flat.
+        """
+        data = route.data.copy()
         if activity_iso is not None:
             data["last_activity"] = activity_iso
         return {"routespec": route.routespec, "target": route.target, "data": data}
@@ -411,9 +415,16 @@ class InProcessProxy(Proxy):
         """All routes as ``{routespec: {routespec, target, data}}``, as fresh copies."""
         started = time.perf_counter()
         activity = self.activity
-        activity.prune(self.routes)
+        activity.prune(self.routes.routespecs())
+        last = activity.last
         iso = activity.isoformat
-        routes = {route.routespec: self._route_dict(route, iso(route.routespec)) for route in self.routes}
+        routes = {}
+        # one tight loop: the Hub lists every route each last_activity_interval
+        for routespec, route in self.routes.items():
+            data = route.data.copy()
+            if routespec in last:
+                data["last_activity"] = iso(routespec)
+            routes[routespec] = {"routespec": routespec, "target": route.target, "data": data}
         self.stats.route_ops["get_all"].observe(time.perf_counter() - started)
         return routes
 

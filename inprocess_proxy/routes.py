@@ -99,7 +99,9 @@ def split_path(path):
     if segments and segments[-1] == "":
         del segments[-1]
     if "%" in path:
-        segments = [unquote(s) if "%" in s else s for s in segments]
+        # invalid UTF-8 escapes decode as the raw bytes the request carried,
+        # the way forward.py decodes raw bytes, never as U+FFFD
+        segments = [unquote(s, errors="surrogateescape") if "%" in s else s for s in segments]
     elif "." not in path:
         return segments
     for segment in segments:
@@ -145,12 +147,19 @@ def routespec_key(routespec, host_routing):
         host, slash, path = routespec.partition("/")
         if not host:
             raise ValueError(f"Invalid routespec {routespec!r}: empty host")
-        return [split_host(host)] + split_path("/" + path)
-    if not routespec.startswith("/"):
+        path = "/" + path
+        prefix = [split_host(host)]
+    elif not routespec.startswith("/"):
         raise ValueError(
             f"Invalid routespec {routespec!r}: must start with '/' without host routing"
         )
-    return split_path(routespec)
+    else:
+        path = routespec
+        prefix = []
+    try:
+        return prefix + split_path(path)
+    except ValueError as e:
+        raise ValueError(f"Invalid routespec {routespec!r}: {e}") from None
 
 
 class RouteTrie:
@@ -174,6 +183,14 @@ class RouteTrie:
 
     def __iter__(self):
         return iter(self._routes.values())
+
+    def routespecs(self):
+        """A live set-like view of the routespecs in the table."""
+        return self._routes.keys()
+
+    def items(self):
+        """``(routespec, Route)`` pairs, in insertion order."""
+        return self._routes.items()
 
     def get(self, routespec):
         """The Route stored under exactly this routespec, or None."""

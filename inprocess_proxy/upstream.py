@@ -26,14 +26,21 @@ from .errors import BadUpstreamResponse, UpstreamClosed, UpstreamUnreachable
 __all__ = ["Endpoint", "UpstreamConnection", "UpstreamPool", "parse_target"]
 
 
-class Endpoint(namedtuple("Endpoint", "key scheme host port unix_path tls prefix host_header")):
+class Endpoint(namedtuple("Endpoint", "key scheme host port unix_path tls prefix")):
     """A parsed route target.
 
     ``key`` identifies the pool a connection belongs to; ``prefix`` is the
     target's path (bytes, no trailing slash) that requests are forwarded under,
-    as configurable-http-proxy's ``prependPath`` does; ``host_header`` is what
-    the proxy's own requests (error pages) send as Host.
+    as configurable-http-proxy's ``prependPath`` does.
     """
+
+    @property
+    def host_header(self):
+        """What the proxy's own requests (error pages) send as Host."""
+        if self.unix_path is not None:
+            return b"localhost"
+        netloc = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{netloc}:{self.port}".encode("idna")
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -60,7 +67,7 @@ def parse_target(target):
         path = unquote(parts.netloc)
         if not path:
             raise ValueError(f"target {target!r} has no socket path")
-        return Endpoint(("unix", path), scheme, None, None, path, False, prefix, b"localhost")
+        return Endpoint(("unix", path), scheme, None, None, path, False, prefix)
     if scheme not in _DEFAULT_PORTS:
         raise ValueError(f"target {target!r} must be an http://, https:// or http+unix:// URL")
     try:
@@ -70,9 +77,7 @@ def parse_target(target):
     if not host:
         raise ValueError(f"target {target!r} has no host")
     port = port or _DEFAULT_PORTS[scheme]
-    netloc = f"[{host}]" if ":" in host else host
-    host_header = f"{netloc}:{port}".encode("idna")
-    return Endpoint((scheme, host, port), scheme, host, port, None, scheme == "https", prefix, host_header)
+    return Endpoint((scheme, host, port), scheme, host, port, None, scheme == "https", prefix)
 
 
 class UpstreamConnection(asyncio.Protocol):

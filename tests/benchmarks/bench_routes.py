@@ -1,0 +1,345 @@
+"""Time the route table and the Hub's route API, with configurable-http-proxy's for comparison.
+
+    pip install -e .                              # imports inprocess_proxy from this interpreter
+    python tests/benchmarks/bench_routes.py       # about a minute with CHP, seconds without
+
+Figures, each the median over ``--repeats`` runs of many operations, timed
+in CPU time of this thread (``time.thread_time_ns``, so that other processes
+on a shared machine do not inflate them) while the garbage collector is off
+(as timeit does), for tables of 1,000 and 10,000 user routes plus ``/``:
+
+* ``RouteTrie.add`` and ``.remove``: per operation, adding ``--batch`` new
+  routes to the full table, then removing them;
+* ``RouteTrie.match_request``: per lookup, on ``/user/uN/lab/tree/x.ipynb``
+  paths, one in ten for a user with no route (falling through to ``/``);
+* ``await InProcessProxy.add_route`` / ``delete_route``: the whole Hub-facing
+  path (``validate_routespec``, target parsing, the trie);
+* ``await InProcessProxy.get_all_routes()``: every route has activity that
+  changed since the last listing (the worst case, which formats every
+  timestamp), and for context the same listing again with nothing changed.
+
+If CHP is installed (``tests/benchmarks/setup.sh``, or
+``npm install --prefix tests/benchmarks configurable-http-proxy@5.3.0``, or
+``configurable-http-proxy`` on PATH) it is started on free 127.0.0.1 ports and
+driven through JupyterHub's own ``ConfigurableHTTPProxy`` class
+(``should_start=False``), so its figures are exactly what the Hub awaits:
+aiohttp with JupyterHub's shared session, JSON, and reformatting.
+
+Never asserts; prints PASS/FAIL per goal and exits 0 unless something crashed.
+"""
+
+import argparse
+import asyncio
+import gc
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+
+from _candidates import HERE, STARTUP_TIMEOUT_SECONDS, chp_command
+from _procs import ChildProcesses, StartupError, free_port, port_accepts, wait_until
+
+from inprocess_proxy import InProcessProxy
+from inprocess_proxy.routes import RouteTrie
+
+SIZES = (1_000, 10_000)
+TARGET = "http://127.0.0.1:8888"
+#: share of lookups for users without a route, answered by "/" (the Hub)
+FALLTHROUGH_SHARE = 0.1
+#: seconds the CHP part may take in all before it is abandoned
+CHP_BUDGET_SECONDS = 120
+#: simultaneous requests while filling CHP (JupyterHub's ConfigurableHTTPProxy.concurrency default)
+CHP_FILL_CONCURRENCY = 10
+
+# Goals from the project's performance issue, on InProcessProxy's figures.
+US, MS = 1e3, 1e6  # ns per unit
+GOALS = {
+    ("trie add", None): ("<=", 10 * US),
+    ("trie remove", None): ("<=", 10 * US),
+    ("add_route", None): ("<=", 10 * US),
+    ("delete_route", None): ("<=", 10 * US),
+    ("lookup", 10_000): ("<=", 2 * US),
+    ("get_all_routes", 10_000): ("<=", 10 * MS),
+}
+
+
+def user_spec(name):
+    return f"/user/{name}/"
+
+
+def user_data(name):
+    return {"user": name, "server_name": ""}
+
+
+def lookup_paths(size, count, rng):
+    """Request paths for users 0..size-1, FALLTHROUGH_SHARE of them for users without a route."""
+    paths = []
+    for _ in range(count):
+        if rng.random() < FALLTHROUGH_SHARE:
+            paths.append(f"/user/stopped{rng.randrange(size)}/lab/tree/x.ipynb")
+        else:
+            paths.append(f"/user/u{rng.randrange(size)}/lab/tree/x.ipynb")
+    return paths
+
+
+class Timer:
+    """Per-operation nanoseconds of repeated runs; ``median`` is the figure."""
+
+    def __init__(self):
+        self.samples = []
+
+    def __enter__(self):
+        gc.disable()
+        self.started = time.thread_time_ns()
+        return self
+
+    def record(self, operations):
+        self.samples.append((time.thread_time_ns() - self.started) / operations)
+        gc.enable()
+
+    def __exit__(self, *exc_info):
+        gc.enable()
+
+    @property
+    def median(self):
+        return statistics.median(self.samples)
+
+
+def time_trie(size, batch, lookups, repeats, rng):
+    """{operation: ns} for RouteTrie add, remove and lookup with `size` routes."""
+    trie = RouteTrie()
+    trie.add("/", TARGET, {"hub": True}, 0.0)
+    for i in range(size):
+        trie.add(user_spec(f"u{i}"), TARGET, user_data(f"u{i}"), 0.0)
+    extra = [(user_spec(f"new{i}"), user_data(f"new{i}")) for i in range(batch)]
+    paths = lookup_paths(size, lookups, rng)
+    add, remove, lookup = Timer(), Timer(), Timer()
+    for _ in range(repeats):
+        with add:
+            for spec, data in extra:
+                trie.add(spec, TARGET, data, 0.0)
+            add.record(batch)
+        with remove:
+            for spec, _ in extra:
+                trie.remove(spec)
+            remove.record(batch)
+        match_request = trie.match_request
+        with lookup:
+            for path in paths:
+                match_request(path)
+            lookup.record(lookups)
+    assert len(trie) == size + 1
+    return {"trie add": add.median, "trie remove": remove.median, "lookup": lookup.median}
+
+
+async def time_inprocess(size, batch, repeats):
+    """{operation: ns} for InProcessProxy's route API with `size` routes."""
+    proxy = InProcessProxy()
+    await proxy.add_route("/", TARGET, {"hub": True})
+    for i in range(size):
+        await proxy.add_route(user_spec(f"u{i}"), TARGET, user_data(f"u{i}"))
+    specs = [user_spec(f"new{i}") for i in range(batch)]
+    add, delete, listing, unchanged = Timer(), Timer(), Timer(), Timer()
+    for _ in range(repeats):
+        with add:
+            for spec in specs:
+                await proxy.add_route(spec, TARGET, user_data(spec))
+            add.record(batch)
+        with delete:
+            for spec in specs:
+                await proxy.delete_route(spec)
+            delete.record(batch)
+    for repeat in range(repeats):
+        # every route saw traffic since the last listing, each at its own time
+        now = time.time() + repeat
+        proxy.activity.last.update((route.routespec, now + i * 1e-3) for i, route in enumerate(proxy.routes))
+        with listing:
+            routes = await proxy.get_all_routes()
+            listing.record(1)
+        with unchanged:
+            await proxy.get_all_routes()
+            unchanged.record(1)
+    assert len(routes) == size + 1 and all("last_activity" in r["data"] for r in routes.values())
+    return {
+        "add_route": add.median,
+        "delete_route": delete.median,
+        "get_all_routes": listing.median,
+        "get_all_routes, unchanged": unchanged.median,
+    }
+
+
+# -- configurable-http-proxy ---------------------------------------------------
+
+
+def find_chp():
+    """argv prefix that runs CHP, or None."""
+    node_modules = os.path.join(HERE, "node_modules")
+    try:
+        return chp_command(node_modules)
+    except StartupError:
+        pass
+    on_path = shutil.which("configurable-http-proxy")
+    return [on_path] if on_path else None
+
+
+async def fill_chp(chp, specs):
+    async def add(spec):
+        await chp.add_route(spec, TARGET, user_data(spec))
+
+    for start in range(0, len(specs), CHP_FILL_CONCURRENCY * 10):
+        await asyncio.gather(*(add(spec) for spec in specs[start : start + CHP_FILL_CONCURRENCY * 10]))
+
+
+async def time_chp_api(chp, size, batch, repeats):
+    """{operation: ns} for ConfigurableHTTPProxy's route API; CHP already holds `size` routes."""
+    specs = [user_spec(f"new{i}") for i in range(batch)]
+    for spec in specs:  # warm-up: connections, node's JIT
+        await chp.add_route(spec, TARGET, user_data(spec))
+        await chp.delete_route(spec)
+    add, delete, listing = Timer(), Timer(), Timer()
+    for _ in range(repeats):
+        with add:
+            for spec in specs:
+                await chp.add_route(spec, TARGET, user_data(spec))
+            add.record(batch)
+        with delete:
+            for spec in specs:
+                await chp.delete_route(spec)
+            delete.record(batch)
+        with listing:
+            routes = await chp.get_all_routes()
+            listing.record(1)
+    assert len(routes) == size + 1, len(routes)
+    return {"add_route": add.median, "delete_route": delete.median, "get_all_routes": listing.median}
+
+
+async def time_chp(argv, batch, repeats):
+    """{size: {operation: ns}} for CHP, started here on free ports and stopped at the end."""
+    from jupyterhub.httpclient import JupyterHubHTTPClient
+    from jupyterhub.proxy import ConfigurableHTTPProxy
+
+    port, api_port = free_port(), free_port()
+    token = uuid.uuid4().hex
+    argv = argv + [
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--api-ip",
+        "127.0.0.1",
+        "--api-port",
+        str(api_port),
+    ]
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="bench-routes-") as log_dir, ChildProcesses(log_dir) as procs:
+        proc = procs.start("chp", argv, env=dict(os.environ, CONFIGPROXY_AUTH_TOKEN=token))
+        wait_until(proc, lambda: port_accepts(api_port), STARTUP_TIMEOUT_SECONDS, "CHP API")
+        chp = ConfigurableHTTPProxy(
+            should_start=False, api_url=f"http://127.0.0.1:{api_port}", auth_token=token
+        )
+        try:
+            await chp.add_route("/", TARGET, {"hub": True})
+            filled = 0
+            for size in SIZES:
+                await fill_chp(chp, [user_spec(f"u{i}") for i in range(filled, size)])
+                filled = size
+                results[size] = await time_chp_api(chp, size, batch, repeats)
+        finally:
+            await JupyterHubHTTPClient.loop_instance().close()
+    return results
+
+
+# -- report ----------------------------------------------------------------------
+
+
+def show(ns):
+    if ns is None:
+        return "-"
+    if ns >= MS:
+        return f"{ns / MS:.2f} ms"
+    return f"{ns / US:.2f} us"
+
+
+def ratio(theirs, ours):
+    if not theirs:
+        return "-"
+    times = theirs / ours
+    return f"{times:.1f}x" if times < 10 else f"{times:.0f}x"
+
+
+def goal_for(operation, size):
+    return GOALS.get((operation, size)) or GOALS.get((operation, None))
+
+
+def print_table(ours, chp):
+    header = ("operation", "routes", "inprocess", "CHP", "CHP/inproc", "goal", "result")
+    rows = []
+    for size, figures in ours.items():
+        for operation, ns in figures.items():
+            theirs = chp.get(size, {}).get(operation) if chp else None
+            goal = goal_for(operation, size)
+            result = ""
+            if goal:
+                op, limit = goal
+                result = "PASS" if (ns <= limit if op == "<=" else ns >= limit) else "FAIL"
+            rows.append(
+                (
+                    operation,
+                    f"{size:,}",
+                    show(ns),
+                    show(theirs),
+                    ratio(theirs, ns),
+                    f"{goal[0]} {show(goal[1])}" if goal else "",
+                    result,
+                )
+            )
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=7, help="runs per figure; the median is shown")
+    parser.add_argument("--batch", type=int, default=1_000, help="routes added and removed per run")
+    parser.add_argument("--lookups", type=int, default=20_000, help="lookups per run")
+    parser.add_argument("--chp-repeats", type=int, default=3, help="runs per CHP figure")
+    parser.add_argument("--chp-batch", type=int, default=100, help="routes added and removed per CHP run")
+    parser.add_argument("--no-chp", action="store_true", help="skip configurable-http-proxy")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the lookup paths")
+    return parser.parse_args()
+
+
+async def main(args):
+    rng = random.Random(args.seed)
+    ours = {}
+    for size in SIZES:
+        ours[size] = time_trie(size, args.batch, args.lookups, args.repeats, rng)
+        ours[size].update(await time_inprocess(size, args.batch, args.repeats))
+    chp = None
+    argv = None if args.no_chp else find_chp()
+    if argv is None and not args.no_chp:
+        print(
+            "CHP not found: for a comparison, run"
+            " `npm install --prefix tests/benchmarks configurable-http-proxy@5.3.0`"
+        )
+    elif argv is not None:
+        try:
+            chp = await asyncio.wait_for(time_chp(argv, args.chp_batch, args.chp_repeats), CHP_BUDGET_SECONDS)
+        except (StartupError, asyncio.TimeoutError, OSError) as e:
+            print(f"CHP skipped: {type(e).__name__}: {e}")
+    print(
+        f"python {sys.version.split()[0]}, repeats {args.repeats} (CHP {args.chp_repeats}),"
+        f" batch {args.batch} (CHP {args.chp_batch}), {args.lookups} lookups per run"
+    )
+    print_table(ours, chp)
+
+
+if __name__ == "__main__":
+    started = time.monotonic()
+    asyncio.run(main(parse_args()))
+    print(f"total {time.monotonic() - started:.0f} s")
