@@ -116,7 +116,7 @@ class ClientConnection(asyncio.Protocol):
         server = self.server
         limit = self.options.max_client_connections
         if limit and server.client_count() >= limit:
-            server.log.warning("Refusing a client connection: max_client_connections=%d reached", limit)
+            server.refused_connection()
             self.closed = self.closing = True
             transport.write(simple_response(503, b"Too many connections\n"))
             transport.close()

@@ -44,8 +44,8 @@ class InProcessProxy(Proxy):
         10.0,
         """Seconds allowed for opening a connection (TCP and TLS) to a route's target.
 
-        Default: 10 seconds. A target that does not accept in time gets the
-        client a 503.
+        Default: 10 seconds. If a target does not accept in time, the client
+        gets a 503.
         """,
     )
     response_header_timeout = _seconds(
@@ -89,9 +89,9 @@ class InProcessProxy(Proxy):
 
         Default: 4 seconds, shorter than the 5 seconds of Node's HTTP server,
         the shortest keep-alive timeout among common backends, so the proxy
-        closes idle connections before a backend does. A connection the
-        backend closed anyway is retried on a new one for requests without a
-        body.
+        closes idle connections before a backend does. If a backend closed a
+        pooled connection anyway, a request with an idempotent method (GET,
+        HEAD, PUT, DELETE, OPTIONS) and no body is sent again on a new one.
         """,
     )
     websocket_idle_timeout = _seconds(
@@ -121,10 +121,10 @@ class InProcessProxy(Proxy):
     )
     stop_timeout = _seconds(
         5.0,
-        """Seconds ``stop()`` lets in-flight requests finish before closing every connection.
+        """Seconds in-flight requests may take to finish when the Hub shuts down.
 
         Default: 5 seconds. Websocket tunnels and idle connections are closed
-        at once; requests that are still running after this are cut.
+        at once; requests still running after this are cut.
         """,
     )
     max_header_size = Integer(
@@ -157,7 +157,8 @@ class InProcessProxy(Proxy):
         help="""Most client connections open at once; 0 means no limit.
 
         Default: 10000. Connections beyond it get 503 and are closed, so a
-        flood cannot exhaust the Hub's file descriptors.
+        flood cannot exhaust the Hub's file descriptors; a warning with the
+        number refused is logged at most every 10 seconds.
         """,
     )
     health_check_path = Unicode(

@@ -22,6 +22,10 @@ from .websocket import Tunnel
 
 __all__ = ["ProxyServer", "sweep_interval"]
 
+#: seconds between warnings about connections refused at the limit, so a
+#: flood does not become a flood of log lines
+REFUSED_WARNING_INTERVAL = 10.0
+
 
 def sweep_interval(options):
     """Seconds between sweeps: a quarter of the shortest timeout, within [0.05, 1]."""
@@ -79,9 +83,25 @@ class ProxyServer:
         self._unix_path = None
         self._sweeper = None
         self._drained = None
+        #: connections refused at max_client_connections since the last warning
+        self._refused = 0
+        self._refused_warned_at = None
 
     def client_count(self):
         return len(self.clients) + len(self.tunnels)
+
+    def refused_connection(self):
+        """Count a connection refused at the limit; warn at most every 10 s, not per connection."""
+        self._refused += 1
+        now = time.monotonic()
+        if self._refused_warned_at is None or now - self._refused_warned_at >= REFUSED_WARNING_INTERVAL:
+            self.log.warning(
+                "Refused %d client connections: max_client_connections=%d reached",
+                self._refused,
+                self.options.max_client_connections,
+            )
+            self._refused = 0
+            self._refused_warned_at = now
 
     # --- start --------------------------------------------------------------
 

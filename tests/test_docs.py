@@ -1,0 +1,106 @@
+"""The documentation: it builds without warnings, documents every option, and its config resolves.
+
+The build runs Sphinx in a child process, as a reader would
+(``python -m sphinx -W --keep-going -b html docs <out>``), so a broken page,
+a failing local extension (``docs/_ext``) or a dangling link fails the run.
+"""
+
+import ast
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from docutils.nodes import make_id
+from jupyterhub.app import JupyterHub
+from jupyterhub.proxy import Proxy
+
+from inprocess_proxy import InProcessProxy
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOCS = os.path.join(ROOT, "docs")
+
+#: seconds the whole build may take (about 10 s on a 2-core machine)
+BUILD_TIMEOUT = 300
+
+#: proxy classes docs/operations.md must show, so that its "Moving on" stays tested
+EXPECTED_PROXY_CLASSES = {"inprocess", "configurable-http-proxy", "traefik_file"}
+
+
+@pytest.fixture(scope="module")
+def built_html(tmp_path_factory):
+    """Build the HTML docs once; returns the output directory."""
+    out = tmp_path_factory.mktemp("docs") / "html"
+    result = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-b", "html", "-q", DOCS, str(out)],
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT,
+    )
+    assert result.returncode == 0, f"sphinx failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+    return out
+
+
+def test_docs_build_without_warnings(built_html):
+    for page in ("index", "install", "configuration", "operations", "performance", "design"):
+        assert (built_html / f"{page}.html").exists(), page
+
+
+def test_configuration_reference_lists_every_option(built_html):
+    html = (built_html / "configuration.html").read_text(encoding="utf-8")
+    config_traits = sorted(InProcessProxy.class_own_traits(config=True))
+    assert config_traits, "InProcessProxy has no config traits?"
+    missing = [name for name in config_traits if f'id="{make_id("InProcessProxy." + name)}"' not in html]
+    assert not missing, f"options missing from docs/configuration.md's reference: {missing}"
+
+
+def documented_proxy_classes(path):
+    """The values of ``c.JupyterHub.proxy_class = ...`` in the python code blocks of a MyST page."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    values = []
+    for block in re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M):
+        for node in ast.walk(ast.parse(block)):
+            if (
+                isinstance(node, ast.Assign)
+                and len(node.targets) == 1
+                and ast.unparse(node.targets[0]) == "c.JupyterHub.proxy_class"
+            ):
+                values.append(ast.literal_eval(node.value))
+    return values
+
+
+def test_documented_proxy_classes_resolve():
+    values = documented_proxy_classes(os.path.join(DOCS, "operations.md"))
+    assert EXPECTED_PROXY_CLASSES <= set(values), values
+    for value in values:
+        proxy_class = JupyterHub(proxy_class=value).proxy_class
+        assert isinstance(proxy_class, type) and issubclass(proxy_class, Proxy), (value, proxy_class)
+    assert JupyterHub(proxy_class="inprocess").proxy_class is InProcessProxy
+
+
+def _load_module(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_rows_named_in_docs_exist():
+    """Every benchmark row the docs chart or quote is one the benchmark writes.
+
+    The charts read rows by label and show "n/a" for a missing one (a run of some
+    tests only is fine), so a renamed row would otherwise go unnoticed.
+    """
+    report = _load_module("bench_report", os.path.join(ROOT, "tests", "benchmarks", "_report.py"))
+    charts = _load_module("benchmark_charts", os.path.join(DOCS, "_ext", "benchmark_charts.py"))
+    known = {metric.label for metric in report.METRICS}
+    used = {label for chart in charts.CHARTS for _, label in chart.groups}
+    for page in ("operations.md", "performance.md"):
+        with open(os.path.join(DOCS, page), encoding="utf-8") as f:
+            text = f.read()
+        used.update(re.findall(r"^:metric:\s*(.+?)\s*$", text, flags=re.M))
+        used.update(label.partition("|")[0].strip() for label in re.findall(r"\{benchmark-value\}`([^`]+)`", text))
+    assert used - known == set(), f"rows the benchmark does not write: {sorted(used - known)}"
