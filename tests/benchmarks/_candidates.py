@@ -1,0 +1,138 @@
+"""The three things measured: a direct connection, CHP 5.3.0 and InProcessProxy.
+
+Each ``start_*`` function starts one candidate in front of the backends and
+returns a ``Candidate``: where to send HTTP and websocket load, and which
+process is the proxy (for CPU and RSS). Every candidate routes ``/`` to nginx
+and ``/ws/`` to the websocket echo server, as a Hub would.
+"""
+
+import json
+import os
+import sys
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+
+from _procs import StartupError, free_ports, http_status, port_accepts, rss_kib, wait_until
+
+STARTUP_TIMEOUT_SECONDS = 30
+WS_PATH = "/ws/echo"
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@dataclass
+class Candidate:
+    """One thing under test, already running."""
+
+    name: str
+    http_url: str
+    ws_url: str
+    # The proxy's process (CPU and RSS are read from it); None for the direct connection.
+    pid: int | None = None
+    # The process as ChildProcesses started it, to check it is still alive.
+    proc: object = None
+    # RSS at start-up in KiB: "rss_after_start" (routes added, no traffic yet), and for
+    # InProcessProxy "rss_before_start" (every import done, proxy not started; see inprocess_runner.py).
+    memory_kib: dict = field(default_factory=dict)
+
+    def is_alive(self):
+        return self.proc is None or self.proc.poll() is None
+
+    def exit_message(self):
+        return f"{self.name} exited (code {self.proc.returncode}); see {self.proc.log_path}"
+
+
+def start_direct(procs, backends, node_modules):
+    """No proxy: load goes straight to nginx and to the echo server."""
+    return Candidate(
+        name="direct",
+        http_url=backends.http_url,
+        ws_url=f"ws://127.0.0.1:{backends.ws_port}{WS_PATH}",
+    )
+
+
+def chp_command(node_modules):
+    """argv prefix that runs CHP's entry point with node (so the pid is node's, not a shell's)."""
+    entry = os.path.join(node_modules, "configurable-http-proxy", "bin", "configurable-http-proxy")
+    if not os.path.exists(entry):
+        raise StartupError(f"{entry} not found: run tests/benchmarks/setup.sh")
+    return ["node", entry]
+
+
+def _add_chp_route(api_port, token, routespec, target):
+    """Add a route through CHP's REST API, as JupyterHub does."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{api_port}/api/routes{routespec}",
+        data=json.dumps({"target": target}).encode(),
+        headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        if response.status != 201:
+            raise StartupError(f"CHP refused route {routespec}: HTTP {response.status}")
+
+
+def start_chp(procs, backends, node_modules):
+    """CHP with nginx as its default target and /ws added through its API."""
+    port, api_port = free_ports(2)
+    token = uuid.uuid4().hex
+    argv = chp_command(node_modules) + [
+        "--ip", "127.0.0.1", "--port", str(port),
+        "--api-ip", "127.0.0.1", "--api-port", str(api_port),
+        "--default-target", backends.http_url,
+    ]  # fmt: skip
+    proc = procs.start("chp", argv, env=dict(os.environ, CONFIGPROXY_AUTH_TOKEN=token))
+    wait_until(proc, lambda: port_accepts(port) and port_accepts(api_port), STARTUP_TIMEOUT_SECONDS, "CHP")
+    _add_chp_route(api_port, token, "/ws", backends.ws_target)
+    return Candidate(
+        name="chp",
+        http_url=f"http://127.0.0.1:{port}",
+        ws_url=f"ws://127.0.0.1:{port}{WS_PATH}",
+        pid=proc.pid,
+        proc=proc,
+        memory_kib={"rss_after_start": rss_kib(proc.pid)},
+    )
+
+
+def _first_json_line(path):
+    """The runner's ready line from its log (it logs to stderr, so stdout has only that line)."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("{") and line.endswith("\n"):
+                    return json.loads(line)
+    except OSError:
+        pass
+    return None
+
+
+def start_inprocess(procs, backends, node_modules):
+    """InProcessProxy alone in a Python process (inprocess_runner.py), routes / and /ws/."""
+    argv = [
+        sys.executable, os.path.join(HERE, "inprocess_runner.py"),
+        "--route", f"/={backends.http_url}",
+        "--route", f"/ws/={backends.ws_target}",
+    ]  # fmt: skip
+    proc = procs.start("inprocess", argv, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    wait_until(
+        proc, lambda: _first_json_line(proc.log_path), STARTUP_TIMEOUT_SECONDS, "InProcessProxy runner"
+    )
+    ready = _first_json_line(proc.log_path)
+    http_url = ready["public_url"].rstrip("/")
+    wait_until(
+        proc, lambda: http_status(f"{http_url}/small") is not None, STARTUP_TIMEOUT_SECONDS, "InProcessProxy"
+    )
+    return Candidate(
+        name="inprocess",
+        http_url=http_url,
+        ws_url=http_url.replace("http://", "ws://", 1) + WS_PATH,
+        pid=ready["pid"],
+        proc=proc,
+        memory_kib={
+            "rss_before_start": ready["rss_before_start_kib"],
+            "rss_after_start": ready["rss_after_start_kib"],
+        },
+    )
+
+
+STARTERS = {"direct": start_direct, "chp": start_chp, "inprocess": start_inprocess}

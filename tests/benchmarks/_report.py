@@ -1,0 +1,191 @@
+"""From raw samples to the goals table: medians, paired ratios, PASS/FAIL, JSON.
+
+A sample is one measurement of one candidate in one repetition of one test, a
+flat dict such as ``{"test": "small_c10", "candidate": "chp", "rep": 0,
+"rps": 3512.0, ...}``. A ``Metric`` names the test and field a table row
+shows. Figures are medians over repetitions; ratios are medians of the
+per-repetition ratios (inprocess and the other candidate measured in the same
+repetition, minutes apart at most), which is what stays stable on a noisy
+machine.
+"""
+
+import json
+import os
+import statistics
+from dataclasses import dataclass
+
+CANDIDATES = ("direct", "chp", "inprocess")
+
+
+@dataclass(frozen=True)
+class Goal:
+    """A goal on inprocess: either its ratio to CHP, or its own figure, against a limit."""
+
+    on: str  # "chp": the inprocess/CHP paired ratio; "value": the inprocess figure itself
+    op: str  # ">=" or "<="
+    limit: float
+
+    def describe(self, unit):
+        if self.on == "chp":
+            return f"{self.op} {self.limit:g}x CHP"
+        return f"{self.op} {self.limit:g} {unit}".rstrip()
+
+    def verdict(self, row):
+        measured = row["inprocess/chp"] if self.on == "chp" else row["inprocess"]
+        if measured is None:
+            return "n/a"
+        met = measured >= self.limit if self.op == ">=" else measured <= self.limit
+        return "PASS" if met else "FAIL"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One row of the table: which test's samples, which field, and the goal if any."""
+
+    label: str
+    test: str
+    field: str
+    unit: str = ""
+    goal: Goal | None = None
+
+
+# The goals from the project's performance issue; rows without a goal give context.
+METRICS = (
+    Metric("small req/s c=1", "small_c1", "rps", "req/s"),
+    Metric("small req/s c=10", "small_c10", "rps", "req/s", Goal("chp", ">=", 2.5)),
+    Metric("small req/s c=100", "small_c100", "rps", "req/s"),
+    Metric("proxy CPU us/req c=1", "small_c1", "cpu_us_per_req", "us"),
+    Metric("proxy CPU us/req c=10", "small_c10", "cpu_us_per_req", "us", Goal("chp", "<=", 0.35)),
+    Metric("proxy CPU us/req c=100", "small_c100", "cpu_us_per_req", "us"),
+    Metric("p50 latency c=1 (ms)", "small_c1", "p50_ms", "ms", Goal("chp", "<=", 0.5)),
+    Metric("p99 latency c=10 (ms)", "small_c10", "p99_ms", "ms"),
+    Metric("1 MiB MiB/s c=10", "large_c10", "mib_s", "MiB/s", Goal("chp", ">=", 2.0)),
+    Metric("RSS added idle (MB)", "idle", "rss_added_mb", "MB", Goal("value", "<=", 10)),
+    Metric("RSS added peak c=100 (MB)", "small_c100", "rss_added_peak_mb", "MB", Goal("value", "<=", 25)),
+    Metric("RSS added idle after load (MB)", "after_load", "rss_added_mb", "MB"),
+    Metric("WS round-trips/s c=1", "ws_c1", "rps", "rt/s"),
+    Metric("WS round-trips/s c=10", "ws_c10", "rps", "rt/s", Goal("chp", ">=", 1.3)),
+    Metric("Hub API p99 idle (ms)", "hub_api", "idle_p99_ms", "ms"),
+    Metric("Hub API p99 proxy loaded (ms)", "hub_api", "loaded_p99_ms", "ms"),
+    Metric("Hub API p99 loaded/idle", "hub_api", "p99_loaded_over_idle", "x", Goal("value", "<=", 1.5)),
+    Metric("proxied req/s during Hub test", "hub_api", "load_rps", "req/s"),
+    Metric("Hub+proxy RSS idle (MB)", "hub_api", "hub_and_proxy_rss_mb", "MB"),
+)
+
+
+def rotated(items, rep):
+    """items starting at position rep (mod len): who runs first in repetition rep of the paired protocol."""
+    shift = rep % len(items)
+    return items[shift:] + items[:shift]
+
+
+def _per_rep(samples, test, candidate, field):
+    """{rep: figure} for one candidate, skipping failed runs."""
+    return {
+        s["rep"]: s[field]
+        for s in samples
+        if s["test"] == test
+        and s["candidate"] == candidate
+        and s.get(field) is not None
+        and not s.get("error")
+    }
+
+
+def _median(values):
+    return statistics.median(values) if values else None
+
+
+def _paired_ratio(numerators, denominators):
+    """Median over repetitions measured for both of numerator / denominator."""
+    ratios = [
+        numerators[rep] / denominators[rep]
+        for rep in numerators.keys() & denominators.keys()
+        if denominators[rep]
+    ]
+    return _median(ratios)
+
+
+def table_rows(samples, metrics=METRICS):
+    """One dict per metric: the three medians, the two paired ratios, goal and verdict."""
+    rows = []
+    for metric in metrics:
+        by_candidate = {c: _per_rep(samples, metric.test, c, metric.field) for c in CANDIDATES}
+        if not any(by_candidate.values()):
+            continue
+        row = {"metric": metric.label, "unit": metric.unit}
+        row.update({c: _median(list(by_candidate[c].values())) for c in CANDIDATES})
+        row["inprocess/chp"] = _paired_ratio(by_candidate["inprocess"], by_candidate["chp"])
+        row["inprocess/direct"] = _paired_ratio(by_candidate["inprocess"], by_candidate["direct"])
+        row["goal"] = metric.goal.describe(metric.unit) if metric.goal else ""
+        row["result"] = metric.goal.verdict(row) if metric.goal else ""
+        rows.append(row)
+    return rows
+
+
+def _fmt(value):
+    if value is None:
+        return "n/a"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3g}" if abs(value) >= 0.01 else f"{value:.2g}"
+
+
+def _fmt_ratio(value):
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
+COLUMNS = ("metric", "direct", "CHP", "inprocess", "inproc/CHP", "inproc/direct", "goal", "result")
+
+
+def format_table(rows):
+    """The table as aligned text."""
+    lines = [
+        (
+            row["metric"],
+            _fmt(row["direct"]),
+            _fmt(row["chp"]),
+            _fmt(row["inprocess"]),
+            _fmt_ratio(row["inprocess/chp"]),
+            _fmt_ratio(row["inprocess/direct"]),
+            row["goal"],
+            row["result"],
+        )
+        for row in rows
+    ]
+    widths = [max(len(str(cells[i])) for cells in [COLUMNS, *lines]) for i in range(len(COLUMNS))]
+    out = []
+    for cells in [COLUMNS, *lines]:
+        first, *rest = cells
+        out.append(
+            "  ".join([first.ljust(widths[0])] + [c.rjust(w) for c, w in zip(rest, widths[1:], strict=True)])
+        )
+        if cells is COLUMNS:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def problems(samples):
+    """One line per run that failed or saw non-2xx responses or socket errors."""
+    return [
+        f"{s['test']} {s['candidate']} rep {s['rep']}: {'; '.join(s['problems'])}"
+        for s in samples
+        if s.get("problems")
+    ]
+
+
+def write_json(path, meta, samples, rows):
+    """The raw samples and the table, for plotting later."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(
+            {"meta": meta, "table": rows, "problems": problems(samples), "samples": samples}, f, indent=1
+        )
+        f.write("\n")
+
+
+def goals_summary(rows):
+    """'N PASS, M FAIL, K n/a' over the rows that have a goal."""
+    verdicts = [row["result"] for row in rows if row["result"]]
+    return ", ".join(f"{verdicts.count(v)} {v}" for v in ("PASS", "FAIL", "n/a"))
