@@ -34,6 +34,7 @@ from .http1 import (
     forwarded_request_head,
     raw_response_head,
     reason_phrase,
+    request_host,
     response_head,
     simple_response,
 )
@@ -137,9 +138,10 @@ class ClientConnection(asyncio.Protocol):
         self.exchange = self.reading = self.waiting = None
 
     def eof_received(self):
-        # a client may half-close after its request: answer it, then close
+        # a client may half-close after its request: answer it, then close;
+        # but a request still arriving can never complete: drop it
         self.closing = True
-        if self.exchange is None:
+        if self.exchange is None or self.reading is not None:
             return False
         return True
 
@@ -214,13 +216,18 @@ class ClientConnection(asyncio.Protocol):
     def on_headers_complete(self):
         self.in_head = False
         parser = self.parser
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            # HTTP/0.9 has no headers to route by; 2.0 and up are not HTTP/1
+            status = 400 if version.startswith("0.") else 505
+            raise RequestRejected(status, f"HTTP/{version} is not supported")
         exchange = Exchange(
             self,
             parser.get_method(),
             self.url,
             self.headers,
             keep_alive=parser.should_keep_alive() and not self.closing,
-            http10=parser.get_http_version() == "1.0",
+            http10=version == "1.0",
             upgrade=parser.should_upgrade(),
         )
         self.reading = exchange
@@ -289,7 +296,8 @@ class ClientConnection(asyncio.Protocol):
             if pending is not None:
                 pending.client_lost()
         self.exchange = self.reading = self.waiting = None
-        self.write(simple_response(status, b"%d %s\n" % (status, reason_phrase(status))))
+        head_request = self.parser.get_method() == b"HEAD"
+        self.write(simple_response(status, b"%d %s\n" % (status, reason_phrase(status)), head=head_request))
         self.close()
 
     def close(self):
@@ -405,9 +413,17 @@ class Exchange:
         client = self.client
         server = client.server
         target = self.target
-        if target[:1] != b"/":
+        if target[:1] != b"/" or self.method == b"CONNECT":
             # absolute-form, authority-form (CONNECT) and asterisk-form: a
             # reverse proxy routes origin-form paths only (docs/design.md)
+            self.outcome = (400, b"400 Bad Request\n", _TEXT)
+            return
+        try:
+            host = request_host(self.headers)
+        except ValueError:
+            host = None
+        if host is None and not self.http10:
+            # RFC 9112 3.2: no Host, or several, in an HTTP/1.1 request is a 400
             self.outcome = (400, b"400 Bad Request\n", _TEXT)
             return
         path = target.partition(b"?")[0].decode("utf-8", "surrogateescape")
@@ -421,8 +437,7 @@ class Exchange:
             return
         routes = server.routes
         if routes.host_routing:
-            host = _header(self.headers, b"host") or b""
-            segments.insert(0, split_host(host.decode("latin-1")))
+            segments.insert(0, split_host((host or b"").decode("latin-1")))
         route = routes.match(segments)
         if route is None:
             self.outcome = (404, None, None)
@@ -443,8 +458,9 @@ class Exchange:
             tls=server.tls,
             websocket=self.websocket,
         )
-        if self.upgrade and not self.websocket and self.body != NO_BODY:
-            # llhttp does not parse the body of an upgrade request
+        if self.upgrade and self.body != NO_BODY:
+            # llhttp does not parse the body of an upgrade request: its bytes
+            # would reach the target as the start of the tunnel
             self.head = None
             self.outcome = (400, b"400 Bad Request\n", _TEXT)
             return
@@ -556,7 +572,6 @@ class Exchange:
                 self.response_started = True
                 self.to_client.append(raw_response_head(status, reason, headers))
             return
-        self.response_started = True
         self.moved = True
         head, self.chunked, self.keep_alive = response_head(
             status,
@@ -566,6 +581,7 @@ class Exchange:
             keep_alive=self.keep_alive and not self.client.closing,
             http10=self.http10,
         )
+        self.response_started = True
         self.to_client.append(head)
 
     def response_body(self, chunk):

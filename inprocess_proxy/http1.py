@@ -18,6 +18,7 @@ __all__ = [
     "encode_chunk",
     "forwarded_request_head",
     "raw_response_head",
+    "request_host",
     "NO_BODY",
     "LENGTH_BODY",
     "CHUNKED_BODY",
@@ -90,6 +91,23 @@ def forwarded_port(host, tls):
             if port.isdigit():
                 return port
     return b"443" if tls else b"80"
+
+
+def request_host(headers):
+    """The request's Host value, or None if it has none.
+
+    Raises:
+        ValueError: for more than one Host field (RFC 9112 3.2: answer 400),
+            which could route by one host and forward the other.
+    """
+    host = None
+    for name, value in headers:
+        # compare lengths first: most headers are not Host
+        if len(name) == 4 and name.lower() == b"host":
+            if host is not None:
+                raise ValueError("more than one Host header")
+            host = value
+    return host
 
 
 def _drop_listed(headers, listed):

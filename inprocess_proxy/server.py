@@ -71,6 +71,7 @@ class ProxyServer:
             connect_timeout=options.connect_timeout,
             keep_alive_timeout=options.upstream_keep_alive_timeout,
             ssl_context=upstream_ssl,
+            log=log,
         )
         self.error_pages = ErrorPages(self.pool, error_target, options.error_page_timeout, log)
         self.clients = set()

@@ -19,7 +19,7 @@ import time
 from collections import namedtuple
 from urllib.parse import unquote, urlsplit
 
-from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
+from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from .errors import BadUpstreamResponse, UpstreamClosed, UpstreamUnreachable
 
@@ -109,6 +109,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.interim = False
         #: the response is a 101: what follows is the tunnel's, not HTTP
         self.upgrading = False
+        #: the body has neither length nor chunks: it ends when the target
+        #: closes (RFC 9112 6.3, item 8), which httptools cannot be told
+        self.until_close = False
 
     def __repr__(self):
         return f"<UpstreamConnection {self.endpoint.key}>"
@@ -123,6 +126,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.response_started = False
         self.ended_at_head = False
         self.upgrading = False
+        self.until_close = False
         self.uses += 1
 
     def write(self, data):
@@ -153,7 +157,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = True
         self.pool.forget(self)
         sink, self.sink = self.sink, None
-        if sink is not None:
+        if sink is None:
+            return
+        if self.until_close and exc is None:
+            sink.response_end()
+        else:
             sink.upstream_failed(self, UpstreamClosed(_describe_lost(exc)))
 
     def eof_received(self):
@@ -176,6 +184,9 @@ class UpstreamConnection(asyncio.Protocol):
         except HttpParserError as e:
             self.sink = None
             self.abort()
+            if isinstance(e, HttpParserCallbackError) and e.__context__ is not None:
+                # not the target's bytes: a bug in a callback of ours
+                self.pool.log_error("Proxy error while reading a response", e.__context__)
             sink.upstream_failed(self, BadUpstreamResponse(f"invalid response: {e}"))
             return
         if self.upgrading:
@@ -220,6 +231,8 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if status == 101:
             self.upgrading = True
+        elif not (self.head_request or status == 204 or status == 304):
+            self.until_close = not _has_framing(self.headers)
         self.sink.response_head(status, self.reason, self.headers)
         if self.head_request:
             self.ended_at_head = True
@@ -246,6 +259,15 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.close()
 
 
+def _has_framing(headers):
+    """Whether response headers give a Content-Length or a Transfer-Encoding."""
+    for name, _ in headers:
+        # compare lengths first: most headers are neither
+        if len(name) in (14, 17) and name.lower() in (b"content-length", b"transfer-encoding"):
+            return True
+    return False
+
+
 def _describe_lost(exc):
     if exc is None:
         return "the target closed the connection"
@@ -262,7 +284,8 @@ class UpstreamPool:
             identity inside a Hub).
     """
 
-    def __init__(self, *, connect_timeout, keep_alive_timeout, ssl_context):
+    def __init__(self, *, connect_timeout, keep_alive_timeout, ssl_context, log):
+        self.log = log
         self.connect_timeout = connect_timeout
         self.keep_alive_timeout = keep_alive_timeout
         self.ssl_context = ssl_context
@@ -273,6 +296,9 @@ class UpstreamPool:
 
     def __len__(self):
         return len(self.connections)
+
+    def log_error(self, message, exc):
+        self.log.error(message, exc_info=(type(exc), exc, exc.__traceback__))
 
     def take_idle(self, endpoint):
         """A pooled connection to ``endpoint`` ready for a request, or None."""

@@ -1,0 +1,117 @@
+"""``last_activity`` from HTTP traffic, as JupyterHub reads it from ``get_all_routes()``.
+
+InProcessProxy records wall-clock ``time.time()``; these tests compare the
+parsed ISO-8601 strings with wall-clock times taken around the traffic.
+"""
+
+import asyncio
+import re
+from datetime import datetime, timezone
+
+import pytest
+
+from backends import build_request
+
+#: JupyterHub parses this: UTC, ``Z`` suffix, fractional seconds optional
+ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+#: how long activity may take to show up while a response is still streaming
+#: (a periodic sweeper may record it about once a second)
+STREAMING_ACTIVITY_BOUND = 5
+
+
+def _now():
+    """Wall-clock now, truncated to milliseconds (the coarsest format allowed)."""
+    now = datetime.now(timezone.utc)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+async def _last_activity(proxy, routespec):
+    """The route's last_activity as an aware datetime, or None; checks the format."""
+    data = (await proxy.get_all_routes())[routespec]["data"]
+    text = data.get("last_activity")
+    if text is None:
+        return None
+    assert isinstance(text, str) and ISO_Z.match(text), text
+    return datetime.fromisoformat(text[:-1]).replace(tzinfo=timezone.utc)
+
+
+async def _user_routes(make_proxy, backend):
+    proxy = await make_proxy()
+    await proxy.add_route("/", backend.url, {"hub": True})
+    await proxy.add_route("/user/alice/", backend.url, {"user": "alice", "server_name": ""})
+    return proxy
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_proxied_request_records_iso_activity_ending_in_z(make_proxy, backend, open_client):
+    proxy = await _user_routes(make_proxy, backend)
+    before = _now()
+    client = await open_client(proxy)
+
+    assert (await client.request("GET", "/user/alice/api/status")).status == 200
+
+    activity = await _last_activity(proxy, "/user/alice/")
+    assert activity is not None
+    assert before <= activity <= datetime.now(timezone.utc)
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_activity_is_recorded_on_the_matched_route_only(make_proxy, backend, open_client):
+    proxy = await _user_routes(make_proxy, backend)
+    client = await open_client(proxy)
+
+    assert (await client.request("GET", "/user/alice/tree")).status == 200
+
+    assert await _last_activity(proxy, "/user/alice/") is not None
+    assert await _last_activity(proxy, "/") is None
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_activity_advances_with_later_traffic(make_proxy, backend, open_client):
+    proxy = await _user_routes(make_proxy, backend)
+    client = await open_client(proxy)
+    assert (await client.request("GET", "/user/alice/first")).status == 200
+    first = await _last_activity(proxy, "/user/alice/")
+    before_second = _now()
+
+    assert (await client.request("GET", "/user/alice/second")).status == 200
+
+    second = await _last_activity(proxy, "/user/alice/")
+    assert second >= before_second
+    assert second > first
+
+
+@pytest.mark.gen_test(timeout=15)
+async def test_activity_advances_while_a_long_response_streams(make_proxy, backend, open_client):
+    proxy = await _user_routes(make_proxy, backend)
+    client = await open_client(proxy)
+    await client.send(build_request("GET", "/user/alice/trickle"))
+    head = await client.read_head()
+    assert head.status == 200
+    chunks = client.body_chunks(head)
+    await anext(chunks)
+    reader = asyncio.ensure_future(_drain(chunks))
+    try:
+        await backend.entered.wait()
+        mid_stream = _now()
+
+        # Nothing signals "activity recorded", so poll get_all_routes (what the
+        # Hub does), bounded, while the backend keeps streaming.
+        for _ in range(STREAMING_ACTIVITY_BOUND * 10):
+            activity = await _last_activity(proxy, "/user/alice/")
+            if activity is not None and activity >= mid_stream:
+                break
+            await asyncio.sleep(0.1)
+        assert not reader.done(), "the response ended before activity was checked"
+        assert activity is not None and activity >= mid_stream, (activity, mid_stream)
+    finally:
+        backend.gate.set()
+        await reader
+    assert reader.result().endswith(b"end\n")
+
+
+async def _drain(chunks):
+    received = b""
+    async for chunk in chunks:
+        received += chunk
+    return received

@@ -1,0 +1,185 @@
+"""Route churn: 10,000 adds and 10,000 deletes of other routes never disturb live traffic.
+
+Fixed routes ``/user/fixed/`` (an HTTP backend) and ``/user/wsfixed/`` (a
+Tornado WebSocket echo backend) carry a steady load: a few keep-alive HTTP
+clients making sequential requests, and 20 websockets each echoing a message
+every 50 ms (the echo *period* is the load, so those waits are on a clock on
+purpose). Meanwhile the test adds and deletes other routes, the way the Hub
+does when servers start and stop: siblings ``/user/u<N>/`` and routes nested
+under the fixed ones (``/user/fixed/api/kernels/k<N>/``,
+``/user/wsfixed/other<N>/``), so pruning the trie after a delete must never
+take a fixed route with it. A sliding window keeps 50 churned routes alive.
+
+The test prints request and echo counts, failures, dropped websockets and the
+route-operation rate, and asserts zero failures and zero drops.
+"""
+
+import asyncio
+import time
+
+import pytest
+from tornado.httpserver import HTTPServer
+from tornado.testing import bind_unused_port
+from websockets.asyncio.client import connect
+
+from attack_helpers import RecordingBackend, address_of_proxy
+from ws_backends import WsBackend, abort_open_websockets, ws_backend_app
+
+pytestmark = [
+    # pytest-tornado's io_loop fixture calls these on Tornado 6.6
+    pytest.mark.filterwarnings("ignore:make_current is deprecated:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:clear_current is deprecated:DeprecationWarning"),
+]
+
+ROUTE_ADDS = 10_000
+WINDOW = 50
+HTTP_CLIENTS = 4
+WEBSOCKETS = 20
+ECHO_EVERY = 0.05
+WAIT = 5
+
+
+@pytest.fixture
+def ws_backend(io_loop):
+    backend = WsBackend()
+    server = HTTPServer(ws_backend_app(backend))
+    sock, port = bind_unused_port()
+    server.add_socket(sock)
+    backend.url = f"http://127.0.0.1:{port}"
+    backend.server = server
+    yield backend
+    server.stop()
+    abort_open_websockets(backend)
+    io_loop.run_sync(server.close_all_connections, timeout=30)
+
+
+class Load:
+    """Counts of what the steady load did."""
+
+    def __init__(self):
+        self.requests = 0
+        self.failed = []
+        self.echoes = 0
+        self.dropped = []
+        self.stop = asyncio.Event()
+
+
+async def http_client(address, n, load):
+    reader, writer = await asyncio.open_connection(*address)
+    i = 0
+    try:
+        while not load.stop.is_set():
+            target = b"/user/fixed/lab/%d/%d" % (n, i)
+            writer.write(b"GET %s HTTP/1.1\r\nHost: proxy.test\r\n\r\n" % target)
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                body = await asyncio.wait_for(reader.readexactly(length), WAIT)
+            except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError) as e:
+                load.failed.append(f"{target}: {type(e).__name__}")
+                return
+            if not head.startswith(b"HTTP/1.1 200 ") or body != b"fixed GET " + target:
+                load.failed.append(f"{target}: {head[:40]!r} {body[:60]!r}")
+            load.requests += 1
+            i += 1
+    finally:
+        writer.close()
+
+
+async def websocket_client(url, n, load):
+    ws = await connect(url, proxy=None, ping_interval=None, compression=None, open_timeout=WAIT, close_timeout=WAIT)
+    try:
+        i = 0
+        while not load.stop.is_set():
+            message = f"ws {n} message {i}"
+            try:
+                await ws.send(message)
+                reply = await asyncio.wait_for(ws.recv(), WAIT)
+            except Exception as e:  # any failure is a dropped websocket, reported by the test
+                load.dropped.append(f"websocket {n} at message {i}: {type(e).__name__}: {e}")
+                return
+            if reply != message:
+                load.dropped.append(f"websocket {n}: sent {message!r}, got {reply!r}")
+                return
+            load.echoes += 1
+            i += 1
+            # the load is periodic: one echo per websocket every ECHO_EVERY seconds
+            await asyncio.sleep(ECHO_EVERY)
+    finally:
+        await ws.close()
+
+
+def churned_routespec(k):
+    kind = k % 3
+    if kind == 0:
+        return f"/user/u{k}/"
+    if kind == 1:
+        return f"/user/fixed/api/kernels/k{k}/"
+    return f"/user/wsfixed/other{k}/"
+
+
+@pytest.mark.slow
+@pytest.mark.gen_test(timeout=180)
+async def test_route_churn_beside_steady_http_and_websockets(make_proxy, ws_backend):
+    http_backend = await RecordingBackend("fixed", record=False).start()
+    churn_backend = await RecordingBackend("churn", record=False).start()
+    tasks = []
+    try:
+        proxy = await make_proxy(new_route_retry_period=0)
+        await proxy.add_route("/user/fixed/", http_backend.url, {"user": "fixed"})
+        await proxy.add_route("/user/wsfixed/", ws_backend.url, {"user": "wsfixed"})
+        address = address_of_proxy(proxy)
+        ws_base = f"ws://{address[0]}:{address[1]}/user/wsfixed/api/kernels"
+
+        load = Load()
+        tasks = [asyncio.ensure_future(http_client(address, n, load)) for n in range(HTTP_CLIENTS)]
+        tasks += [asyncio.ensure_future(websocket_client(f"{ws_base}/{n}/channels", n, load)) for n in range(WEBSOCKETS)]
+        # the churn starts once every websocket is open
+        while len(ws_backend.open_handlers) < WEBSOCKETS:
+            if any(task.done() for task in tasks):
+                break
+            await asyncio.sleep(0.01)
+        assert len(ws_backend.open_handlers) == WEBSOCKETS, [t.exception() for t in tasks if t.done()]
+        requests_before, echoes_before = load.requests, load.echoes
+
+        started = time.perf_counter()
+        op_seconds = 0.0
+        ops = 0
+        for k in range(ROUTE_ADDS + WINDOW):
+            op_started = time.perf_counter()
+            if k < ROUTE_ADDS:
+                await proxy.add_route(churned_routespec(k), f"{churn_backend.url}/churn/{k}", {"user": f"u{k}"})
+                ops += 1
+            if k >= WINDOW:
+                await proxy.delete_route(churned_routespec(k - WINDOW))
+                ops += 1
+            op_seconds += time.perf_counter() - op_started
+            # route operations arrive one at a time between other work, as from the Hub
+            await asyncio.sleep(0)
+        churn_seconds = time.perf_counter() - started
+        requests_during = load.requests - requests_before
+        echoes_during = load.echoes - echoes_before
+
+        load.stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 2 * WAIT)
+        routes = await proxy.get_all_routes()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await http_backend.close()
+        await churn_backend.close()
+
+    print(
+        f"\nroute ops: {ops} ({ROUTE_ADDS} adds, {ops - ROUTE_ADDS} deletes) in {churn_seconds:.2f} s wall"
+        f" = {ops / churn_seconds:.0f} ops/s interleaved with the load"
+        f" ({op_seconds * 1e6 / ops:.1f} us per op inside add_route/delete_route)"
+        f"\nHTTP: {requests_during} requests during the churn ({load.requests} in all), {len(load.failed)} failed"
+        f"\nwebsockets: {WEBSOCKETS} open, {echoes_during} echoes during the churn ({load.echoes} in all),"
+        f" {len(load.dropped)} dropped"
+        f"\nroutes left: {sorted(routes)}"
+    )
+    assert ops == 2 * ROUTE_ADDS
+    assert not load.failed, load.failed[:10]
+    assert not load.dropped, load.dropped[:10]
+    assert requests_during > 0 and echoes_during > 0
+    assert sorted(routes) == ["/user/fixed/", "/user/wsfixed/"]
