@@ -294,7 +294,33 @@ class _BackendConnection(asyncio.Protocol):
         )
 
 
-class RecordingBackend:
+class _RawBackend:
+    """A raw asyncio server on 127.0.0.1 whose connections run ``protocol(self)``."""
+
+    protocol = None
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self):
+        loop = asyncio.get_running_loop()
+        protocol = type(self).protocol
+        self.server = await loop.create_server(lambda: protocol(self), "127.0.0.1", 0, backlog=1024)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def close(self):
+        if self.server is not None:
+            self.server.close()
+        for conn in list(self.open):
+            conn.transport.abort()
+        if self.server is not None:
+            await self.server.wait_closed()
+        await asyncio.sleep(0)  # let the aborted transports run connection_lost
+
+
+class RecordingBackend(_RawBackend):
     """A raw backend that records every byte and answers each request with 200.
 
     The response body is ``b"<name> <method> <target>"``, so a client can tell
@@ -305,6 +331,8 @@ class RecordingBackend:
         record: keep the raw bytes, the connections and the requests
             (turn off for load generators, which must not grow).
     """
+
+    protocol = _BackendConnection
 
     def __init__(self, name="backend", record=True):
         self.name = name
@@ -320,15 +348,6 @@ class RecordingBackend:
         self.server = None
         self.port = None
 
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self):
-        loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: _BackendConnection(self), "127.0.0.1", 0, backlog=1024)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
 
     def raw_by_connection(self):
         return [bytes(c.raw) for c in self.connections]
@@ -337,14 +356,6 @@ class RecordingBackend:
         """Each connection's recorded bytes parsed from scratch."""
         return [parse(c.raw) for c in self.connections]
 
-    async def close(self):
-        if self.server is not None:
-            self.server.close()
-        for conn in list(self.open):
-            conn.transport.abort()
-        if self.server is not None:
-            await self.server.wait_closed()
-        await asyncio.sleep(0)  # let the aborted transports run connection_lost
 
 
 # --------------------------------------------------------------------------
@@ -535,7 +546,7 @@ class _FaultConnection(asyncio.Protocol):
         self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
 
 
-class FaultBackend:
+class FaultBackend(_RawBackend):
     """A raw backend that fails on request, by the first path segment.
 
     ``/close-mid``: promises 100 bytes, sends 3, closes. ``/reset``: resets the
@@ -546,6 +557,8 @@ class FaultBackend:
     first bytes, answers 200 at its end. Anything else: 200.
     """
 
+    protocol = _FaultConnection
+
     def __init__(self):
         self.open = set()
         self.accepted = 0
@@ -553,19 +566,4 @@ class FaultBackend:
         self.server = None
         self.port = None
 
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.port}"
 
-    async def start(self):
-        loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: _FaultConnection(self), "127.0.0.1", 0, backlog=1024)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def close(self):
-        self.server.close()
-        for conn in list(self.open):
-            conn.transport.abort()
-        await self.server.wait_closed()
-        await asyncio.sleep(0)  # let the aborted transports run connection_lost
