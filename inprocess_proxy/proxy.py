@@ -386,7 +386,11 @@ class InProcessProxy(Proxy):
         elif not isinstance(data, dict):
             raise ValueError(f"Cannot add route {routespec!r}: data must be a dict, not {data!r}")
         started = time.perf_counter()
-        route = self.routes.add(routespec, target, dict(data), time.monotonic())
+        previous = self.routes.get(routespec)
+        # the Hub re-adds extra_routes on every check_routes: an unchanged
+        # target keeps its age, so its connects are not retried as a new one's
+        added_at = previous.added_at if previous is not None and previous.target == target else time.monotonic()
+        route = self.routes.add(routespec, target, dict(data), added_at)
         route.endpoint = endpoint
         self.stats.route_ops["add"].observe(time.perf_counter() - started)
         self.log.debug("Route added %s -> %s", routespec, target)
