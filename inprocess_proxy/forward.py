@@ -443,7 +443,6 @@ class Exchange:
             self.outcome = (404, None, None)
             return
         self.route = route
-        server.activity.last[route.routespec] = self.started
         if self.upgrade:
             upgrade = _header(self.headers, b"upgrade")
             if upgrade is not None and upgrade.lower() == b"websocket" and self.method == b"GET":
@@ -521,6 +520,9 @@ class Exchange:
         """Send the request on ``conn``."""
         self.upstream = conn
         self.connecting = None
+        # activity counts once a target takes the request: the proxy's own
+        # 503s for a server that is down are not activity, as with CHP
+        self.client.server.activity.last[self.route.routespec] = self.started
         conn.start(self, self.method == b"HEAD")
         if self.client.write_paused:
             conn.transport.pause_reading()

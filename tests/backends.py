@@ -25,6 +25,7 @@ import os
 from dataclasses import dataclass, field
 
 from tornado import httpserver, web
+from tornado.testing import bind_unused_port
 from tornado.iostream import StreamClosedError
 
 # --------------------------------------------------------------------------
@@ -94,6 +95,13 @@ class Response(Head):
 
     def json(self):
         return json.loads(self.body)
+
+
+def closed_port():
+    """A port nothing listens on (bound, then released at once)."""
+    sock, port = bind_unused_port()
+    sock.close()
+    return port
 
 
 def build_request(method="GET", target="/", headers=(), body=b"", host="proxy.test"):
