@@ -375,7 +375,8 @@ class Exchange:
         self.body = NO_BODY
         #: the UpstreamConnection carrying the request, once there is one
         self.upstream = None
-        #: the task opening a new connection, while it runs
+        #: the task opening a new connection or fetching an error page, while
+        #: it runs (client_lost() cancels it)
         self.connecting = None
         #: bytes for the target not yet written, and their size
         self.to_upstream = []
