@@ -11,41 +11,44 @@ that route (``check_routes`` re-adds a route whose target changed), and the
 tunnel's traffic must keep the server from being culled.
 """
 
-import math
 import time
 from datetime import datetime, timezone
 
 __all__ = ["ActivityTracker", "isoformat"]
 
 
-#: formatted "YYYY-MM-DDTHH:MM:" by minute since the epoch; the timestamps
-#: of one listing cluster in the minutes since the previous one
-_minutes = {}
-_MAX_CACHED_MINUTES = 4096
+#: "YYYY-MM-DDTHH:MM:SS" by second since the epoch: the timestamps of one
+#: listing cluster in the seconds since the previous one
+_seconds = {}
+_MAX_CACHED_SECONDS = 4096
+#: "000" to "999", to write microseconds as two table lookups
+_THREE_DIGITS = tuple("%03d" % n for n in range(1000))
 
 
 def isoformat(timestamp):
-    """Format a ``time.time()`` value as JupyterHub does (``...Z``, UTC).
+    """Format a non-negative ``time.time()`` value as JupyterHub does (``...Z``, UTC).
 
-    Listing 10,000 routes formats up to 10,000 timestamps, so the date, hour
-    and minute are formatted once per minute and cached.
+    The same text as ``jupyterhub.utils.isoformat`` on the equivalent
+    datetime, microseconds rounded as ``datetime.fromtimestamp`` rounds them.
+    Listing 10,000 routes formats up to 10,000 timestamps, so the date and
+    time of day are formatted once per second and the microseconds by table.
     """
-    # round microseconds as datetime.fromtimestamp does
-    fraction, whole = math.modf(timestamp)
-    micros = round(fraction * 1e6)
-    if micros >= 1000000:
+    whole = int(timestamp)
+    # exact: subtracting the integer part of a float loses nothing
+    micros = round((timestamp - whole) * 1e6)
+    if micros == 1000000:
         whole += 1
-        micros -= 1000000
-    minute, seconds = divmod(int(whole), 60)
-    prefix = _minutes.get(minute)
+        micros = 0
+    prefix = _seconds.get(whole)
     if prefix is None:
-        if len(_minutes) >= _MAX_CACHED_MINUTES:
-            _minutes.clear()
-        prefix = _minutes[minute] = datetime.fromtimestamp(minute * 60, timezone.utc).strftime("%Y-%m-%dT%H:%M:")
-    if micros:
-        return "%s%02d.%06dZ" % (prefix, seconds, micros)
-    # datetime.isoformat(), which JupyterHub uses, leaves out zero microseconds
-    return "%s%02dZ" % (prefix, seconds)
+        if len(_seconds) >= _MAX_CACHED_SECONDS:
+            _seconds.clear()
+        prefix = _seconds[whole] = datetime.fromtimestamp(whole, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    if not micros:
+        # datetime.isoformat() leaves out zero microseconds
+        return prefix + "Z"
+    millis, micros = divmod(micros, 1000)
+    return "".join((prefix, ".", _THREE_DIGITS[millis], _THREE_DIGITS[micros], "Z"))
 
 
 class ActivityTracker:
@@ -60,9 +63,11 @@ class ActivityTracker:
         self.clock = clock
         #: routespec -> time of last traffic; written directly by the data path
         self.last = {}
-        #: routespec -> (time, its ISO string): listing 10k routes every
-        #: interval formats only what changed since the last listing
-        self._formatted = {}
+        #: routespec -> the time its ISO string in ``_iso`` was made from
+        self._formatted_at = {}
+        #: routespec -> ISO string: listing 10k routes every interval formats
+        #: only what changed since the last listing
+        self._iso = {}
 
     def touch(self, routespec):
         """Record traffic on ``routespec`` now (for callers off the hot path)."""
@@ -71,25 +76,38 @@ class ActivityTracker:
     def forget(self, routespec):
         """Drop the record of a deleted route."""
         self.last.pop(routespec, None)
-        self._formatted.pop(routespec, None)
+        self._formatted_at.pop(routespec, None)
+        self._iso.pop(routespec, None)
 
-    def prune(self, live_routespecs):
-        """Drop records of routes no longer in the table.
+    def isoformats(self, live_routespecs):
+        """``{routespec: ISO string}`` for every live routespec that saw traffic.
 
-        ``live_routespecs`` is a set-like view (``dict.keys()``). A tunnel that
-        outlived its route may have written one back after the route was
-        deleted; listing calls this so such entries do not pile up.
+        Formats only the times that changed since the previous call, and drops
+        records of routespecs not in ``live_routespecs`` (a set-like view,
+        ``dict.keys()``): a tunnel that outlived its route may have written
+        one back after the route was deleted, and listing is where such
+        entries are swept so they do not pile up. The dict returned is the
+        tracker's own, valid until the next change: read it, do not keep it.
         """
-        for spec in self.last.keys() - live_routespecs:
-            del self.last[spec]
-            self._formatted.pop(spec, None)
+        formatted_at = self._formatted_at
+        iso = self._iso
+        stale = []
+        for spec, timestamp in self.last.items():
+            if spec not in live_routespecs:
+                stale.append(spec)
+            elif formatted_at.get(spec) != timestamp:
+                formatted_at[spec] = timestamp
+                iso[spec] = isoformat(timestamp)
+        for spec in stale:
+            self.forget(spec)
+        return iso
 
     def isoformat(self, routespec):
         """The ISO-8601 string for ``routespec``, or None if it saw no traffic."""
         timestamp = self.last.get(routespec)
         if timestamp is None:
             return None
-        cached = self._formatted.get(routespec)
-        if cached is None or cached[0] != timestamp:
-            cached = self._formatted[routespec] = (timestamp, isoformat(timestamp))
-        return cached[1]
+        if self._formatted_at.get(routespec) != timestamp:
+            self._formatted_at[routespec] = timestamp
+            self._iso[routespec] = isoformat(timestamp)
+        return self._iso[routespec]

@@ -419,16 +419,14 @@ class InProcessProxy(Proxy):
     async def get_all_routes(self):
         """All routes as ``{routespec: {routespec, target, data}}``, as fresh copies."""
         started = time.perf_counter()
-        activity = self.activity
-        activity.prune(self.routes.routespecs())
-        last = activity.last
-        iso = activity.isoformat
+        iso = self.activity.isoformats(self.routes.routespecs()).get
         routes = {}
         # one tight loop: the Hub lists every route each last_activity_interval
         for routespec, route in self.routes.items():
             data = route.data.copy()
-            if routespec in last:
-                data["last_activity"] = iso(routespec)
+            last_activity = iso(routespec)
+            if last_activity is not None:
+                data["last_activity"] = last_activity
             routes[routespec] = {"routespec": routespec, "target": route.target, "data": data}
         self.stats.route_ops["get_all"].observe(time.perf_counter() - started)
         return routes

@@ -1,9 +1,11 @@
 """ActivityTracker: last activity per routespec, on an injected clock."""
 
+import random
 from datetime import datetime, timezone
 
 import pytest
 from dateutil.parser import isoparse
+from jupyterhub.utils import isoformat as jupyterhub_isoformat
 
 from inprocess_proxy.activity import ActivityTracker, isoformat
 
@@ -42,6 +44,26 @@ def assert_iso_for(text, timestamp):
 def test_isoformat_is_utc_with_z(timestamp, text):
     assert isoformat(timestamp) == text
     assert_iso_for(isoformat(timestamp), timestamp)
+
+
+def jupyterhub_text(timestamp):
+    """What JupyterHub writes for the same instant (``jupyterhub.utils.isoformat``)."""
+    return jupyterhub_isoformat(datetime.fromtimestamp(timestamp, timezone.utc))
+
+
+@pytest.mark.parametrize(
+    "name, timestamps",
+    [
+        ("uniform to 2100", [random.Random(1).uniform(0, 4.1e9) for _ in range(20_000)]),
+        # halves of a microsecond and just below a second: the rounding edges
+        ("half microseconds", [1.7e9 + n * 1e-6 + 0.5e-6 for n in range(0, 2_000_000, 97)]),
+        ("carry into the next second", [1.7e9 + n + 0.9999995 + k * 1e-8 for n in range(50) for k in range(10)]),
+        ("whole seconds", [float(1.7e9 + n * 61) for n in range(1_000)]),
+    ],
+)
+def test_isoformat_matches_jupyterhub_text(name, timestamps):
+    mismatches = [(t, isoformat(t), jupyterhub_text(t)) for t in timestamps if isoformat(t) != jupyterhub_text(t)]
+    assert mismatches == [], name
 
 
 def test_touch_records_the_clock():
@@ -119,11 +141,26 @@ def test_forget_then_touch_formats_the_new_time():
         (["/a/"], {"/a/", "/never-touched/"}, {"/a/"}),
     ],
 )
-def test_prune_keeps_only_live_routes(touched, live, kept):
+def test_isoformats_keeps_only_live_routes(touched, live, kept):
     tracker, _ = tracker_at(1_700_000_000.0)
     for spec in touched:
         tracker.touch(spec)
         tracker.isoformat(spec)
-    tracker.prune(live)
+    assert set(tracker.isoformats(live)) == kept
     assert set(tracker.last) == kept
     assert {spec for spec in touched if tracker.isoformat(spec) is not None} == kept
+
+
+def test_isoformats_formats_each_change_once():
+    tracker, clock = tracker_at(1_700_000_000.0)
+    tracker.touch("/a/")
+    first = tracker.isoformats({"/a/", "/b/"})
+    assert first == {"/a/": "2023-11-14T22:13:20Z"}
+    clock.now += 1.5
+    tracker.touch("/b/")
+    assert tracker.isoformats({"/a/", "/b/"}) == {
+        "/a/": "2023-11-14T22:13:20Z",
+        "/b/": "2023-11-14T22:13:21.500000Z",
+    }
+    tracker.touch("/a/")
+    assert tracker.isoformats({"/a/", "/b/"})["/a/"] == "2023-11-14T22:13:21.500000Z"
