@@ -12,20 +12,22 @@ writes it)::
                "loadavg_at_start": [3 floats],
                "args": {"seconds": int, "reps": int, "warmup": int, "hub_seconds": int, ...}},
       "table": [{"metric": label, "unit": str, "direct": float|null, "chp": float|null,
-                 "inprocess": float|null, "inprocess/chp": float|null,
-                 "inprocess/direct": float|null, "goal": str, "result": "PASS"|"FAIL"|"n/a"|""}],
+                 "relay": float|null, "inprocess": float|null, "inprocess/chp": float|null,
+                 "inprocess/direct": float|null, "relay/chp": float|null,
+                 "goal": str, "result": "PASS"|"FAIL"|"n/a"|""}],
       "problems": [str]
     }
 
-Every key may be missing; a chart whose rows are all missing says so, and a
-missing or empty file gives a "No benchmark data" admonition, so the docs
-build before any run exists.
+Every key may be missing; a chart whose rows are all missing says so, a
+column no row has (``relay`` in runs from before it existed) is left out of
+the table, and a missing or empty file gives a "No benchmark data"
+admonition, so the docs build before any run exists.
 
 ``benchmark-charts`` (no argument, or a path overriding ``benchmark_data``)
 renders the run's metadata, one grouped bar chart per entry of ``CHARTS``
-(direct, CHP and inprocess side by side, values printed above the bars), the
-table of medians, paired ratios and goals as the benchmark printed it, and the
-problems it reported.
+(direct, CHP, relay and inprocess side by side, those that have figures;
+values printed above the bars), the table of medians, paired ratios and goals
+as the benchmark printed it, and the problems it reported.
 
 ``benchmark-sizing`` renders the arithmetic of how many requests one core
 forwards, from one CPU-per-request row::
@@ -54,10 +56,11 @@ from docutils.parsers.rst import directives
 from sphinx.util.docutils import SphinxDirective
 
 #: columns of the data, in the order of the bars: (key in a table row, legend, colour)
-#: colours: Okabe-Ito blue and orange (distinguishable with colour blindness) and a grey
+#: colours: Okabe-Ito orange, bluish green and blue (distinguishable with colour blindness) and a grey
 CANDIDATES = (
     ("direct", "direct", "#999999"),
     ("chp", "CHP", "#E69F00"),
+    ("relay", "relay", "#009E73"),
     ("inprocess", "inprocess", "#0072B2"),
 )
 
@@ -142,6 +145,16 @@ def fmt(value):
 
 def fmt_ratio(value):
     return "n/a" if value is None else f"{value:.2f}x"
+
+
+#: the table's figure columns, as _report.py prints them: (header, key in a table row, formatter);
+#: each candidate's figure, then the paired ratios
+TABLE_COLUMNS = (
+    *((legend, key, fmt) for key, legend, _ in CANDIDATES),
+    ("inproc/CHP", "inprocess/chp", fmt_ratio),
+    ("inproc/direct", "inprocess/direct", fmt_ratio),
+    ("relay/CHP", "relay/chp", fmt_ratio),
+)
 
 
 def round_significant(value, digits=2):
@@ -422,15 +435,13 @@ class BenchmarkCharts(_BenchmarkDirective):
                 result.append(nodes.raw("", svg, format="html"))
 
         result.append(nodes.rubric("", "All figures, paired ratios and goals"))
-        header = ("metric", "direct", "CHP", "inprocess", "inproc/CHP", "inproc/direct", "goal", "result")
+        # columns no row has are left out: a run from before the relay existed has no relay figures
+        columns = [c for c in TABLE_COLUMNS if any(c[1] in row for row in data["table"])]
+        header = ("metric", *(title for title, _, _ in columns), "goal", "result")
         table_rows = [
             (
                 row.get("metric", ""),
-                fmt(row.get("direct")),
-                fmt(row.get("chp")),
-                fmt(row.get("inprocess")),
-                fmt_ratio(row.get("inprocess/chp")),
-                fmt_ratio(row.get("inprocess/direct")),
+                *(format_value(row.get(key)) for _, key, format_value in columns),
                 row.get("goal", ""),
                 row.get("result", ""),
             )
@@ -511,9 +522,10 @@ class BenchmarkSizing(_BenchmarkDirective):
 def benchmark_value_role(name, rawtext, text, lineno, inliner, options=None, content=None):
     """``{benchmark-value}`metric label|column``: one figure of the table, as the table prints it.
 
-    The column is ``inprocess`` unless given (``direct``, ``chp``, ``inprocess/chp``,
-    ``inprocess/direct``). Without benchmark data, or without that row in it (a
-    run of some tests only), the figure reads ``n/a``.
+    The column is ``inprocess`` unless given (``direct``, ``chp``, ``relay``,
+    ``inprocess/chp``, ``inprocess/direct``, ``relay/chp``). Without benchmark
+    data, or without that row in it (a run of some tests only), the figure
+    reads ``n/a``.
     """
     env = inliner.document.settings.env
     metric, _, column = text.partition("|")

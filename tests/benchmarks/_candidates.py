@@ -1,9 +1,10 @@
-"""The three things measured: a direct connection, CHP 5.3.0 and InProcessProxy.
+"""The four things measured: a direct connection, CHP 5.3.0, a blind Python byte relay and InProcessProxy.
 
 Each ``start_*`` function starts one candidate in front of the backends and
 returns a ``Candidate``: where to send HTTP and websocket load, and which
 process is the proxy (for CPU and RSS). Every candidate routes ``/`` to nginx
-and ``/ws/`` to the websocket echo server, as a Hub would.
+and ``/ws/`` to the websocket echo server, as a Hub would; the relay (the
+floor for a proxy in Python, see byte_relay.py) has a port for each instead.
 """
 
 import json
@@ -95,7 +96,7 @@ def start_chp(procs, backends, node_modules):
 
 
 def _first_json_line(path):
-    """The runner's ready line from its log (it logs to stderr, so stdout has only that line)."""
+    """A runner's ready line from its log (it logs to stderr, so stdout has only that line)."""
     try:
         with open(path) as f:
             for line in f:
@@ -106,18 +107,35 @@ def _first_json_line(path):
     return None
 
 
+def _start_python_runner(procs, name, script, args):
+    """Start one of this folder's Python scripts and wait for its JSON ready line; returns (proc, ready)."""
+    argv = [sys.executable, os.path.join(HERE, script), *args]
+    proc = procs.start(name, argv, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    wait_until(proc, lambda: _first_json_line(proc.log_path), STARTUP_TIMEOUT_SECONDS, script)
+    return proc, _first_json_line(proc.log_path)
+
+
+def start_relay(procs, backends, node_modules):
+    """byte_relay.py: one port relayed blindly to nginx, one to the echo server."""
+    targets = [
+        "--http-target", f"127.0.0.1:{backends.http_port}",
+        "--ws-target", f"127.0.0.1:{backends.ws_port}",
+    ]  # fmt: skip
+    proc, ready = _start_python_runner(procs, "relay", "byte_relay.py", targets)
+    return Candidate(
+        name="relay",
+        http_url=f"http://127.0.0.1:{ready['http_port']}",
+        ws_url=f"ws://127.0.0.1:{ready['ws_port']}{WS_PATH}",
+        pid=ready["pid"],
+        proc=proc,
+        memory_kib={"rss_after_start": rss_kib(ready["pid"])},
+    )
+
+
 def start_inprocess(procs, backends, node_modules):
     """InProcessProxy alone in a Python process (inprocess_runner.py), routes / and /ws/."""
-    argv = [
-        sys.executable, os.path.join(HERE, "inprocess_runner.py"),
-        "--route", f"/={backends.http_url}",
-        "--route", f"/ws/={backends.ws_target}",
-    ]  # fmt: skip
-    proc = procs.start("inprocess", argv, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    wait_until(
-        proc, lambda: _first_json_line(proc.log_path), STARTUP_TIMEOUT_SECONDS, "InProcessProxy runner"
-    )
-    ready = _first_json_line(proc.log_path)
+    routes = ["--route", f"/={backends.http_url}", "--route", f"/ws/={backends.ws_target}"]
+    proc, ready = _start_python_runner(procs, "inprocess", "inprocess_runner.py", routes)
     http_url = ready["public_url"].rstrip("/")
     wait_until(
         proc, lambda: http_status(f"{http_url}/small") is not None, STARTUP_TIMEOUT_SECONDS, "InProcessProxy"
@@ -135,4 +153,4 @@ def start_inprocess(procs, backends, node_modules):
     )
 
 
-STARTERS = {"direct": start_direct, "chp": start_chp, "inprocess": start_inprocess}
+STARTERS = {"direct": start_direct, "chp": start_chp, "relay": start_relay, "inprocess": start_inprocess}

@@ -4,9 +4,8 @@ A sample is one measurement of one candidate in one repetition of one test, a
 flat dict such as ``{"test": "small_c10", "candidate": "chp", "rep": 0,
 "rps": 3512.0, ...}``. A ``Metric`` names the test and field a table row
 shows. Figures are medians over repetitions; ratios are medians of the
-per-repetition ratios (inprocess and the other candidate measured in the same
-repetition, minutes apart at most), which is what stays stable on a noisy
-machine.
+per-repetition ratios (both candidates measured in the same repetition,
+minutes apart at most), which is what stays stable on a noisy machine.
 """
 
 import json
@@ -14,7 +13,10 @@ import os
 import statistics
 from dataclasses import dataclass
 
-CANDIDATES = ("direct", "chp", "inprocess")
+CANDIDATES = ("direct", "chp", "relay", "inprocess")
+# The paired ratios, (numerator, denominator); a table row has each as "numerator/denominator".
+# relay/chp: how near CHP the floor for a Python proxy is (byte_relay.py); goals are on inprocess only.
+RATIOS = (("inprocess", "chp"), ("inprocess", "direct"), ("relay", "chp"))
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ def _paired_ratio(numerators, denominators):
 
 
 def table_rows(samples, metrics=METRICS):
-    """One dict per metric: the three medians, the two paired ratios, goal and verdict."""
+    """One dict per metric: a median per candidate, the paired RATIOS, goal and verdict."""
     rows = []
     for metric in metrics:
         by_candidate = {c: _per_rep(samples, metric.test, c, metric.field) for c in CANDIDATES}
@@ -114,8 +116,9 @@ def table_rows(samples, metrics=METRICS):
             continue
         row = {"metric": metric.label, "unit": metric.unit}
         row.update({c: _median(list(by_candidate[c].values())) for c in CANDIDATES})
-        row["inprocess/chp"] = _paired_ratio(by_candidate["inprocess"], by_candidate["chp"])
-        row["inprocess/direct"] = _paired_ratio(by_candidate["inprocess"], by_candidate["direct"])
+        row.update(
+            {f"{num}/{den}": _paired_ratio(by_candidate[num], by_candidate[den]) for num, den in RATIOS}
+        )
         row["goal"] = metric.goal.describe(metric.unit) if metric.goal else ""
         row["result"] = metric.goal.verdict(row) if metric.goal else ""
         rows.append(row)
@@ -136,32 +139,33 @@ def _fmt_ratio(value):
     return "n/a" if value is None else f"{value:.2f}x"
 
 
-COLUMNS = ("metric", "direct", "CHP", "inprocess", "inproc/CHP", "inproc/direct", "goal", "result")
+# The figure columns: (header, key in a table row, formatter). "metric" comes first, goal and result last.
+FIGURE_COLUMNS = (
+    ("direct", "direct", _fmt),
+    ("CHP", "chp", _fmt),
+    ("relay", "relay", _fmt),
+    ("inprocess", "inprocess", _fmt),
+    ("inproc/CHP", "inprocess/chp", _fmt_ratio),
+    ("inproc/direct", "inprocess/direct", _fmt_ratio),
+    ("relay/CHP", "relay/chp", _fmt_ratio),
+)
+HEADER = ("metric", *(header for header, _, _ in FIGURE_COLUMNS), "goal", "result")
 
 
 def format_table(rows):
     """The table as aligned text."""
     lines = [
-        (
-            row["metric"],
-            _fmt(row["direct"]),
-            _fmt(row["chp"]),
-            _fmt(row["inprocess"]),
-            _fmt_ratio(row["inprocess/chp"]),
-            _fmt_ratio(row["inprocess/direct"]),
-            row["goal"],
-            row["result"],
-        )
+        (row["metric"], *(fmt(row[key]) for _, key, fmt in FIGURE_COLUMNS), row["goal"], row["result"])
         for row in rows
     ]
-    widths = [max(len(str(cells[i])) for cells in [COLUMNS, *lines]) for i in range(len(COLUMNS))]
+    widths = [max(len(cells[i]) for cells in [HEADER, *lines]) for i in range(len(HEADER))]
     out = []
-    for cells in [COLUMNS, *lines]:
+    for cells in [HEADER, *lines]:
         first, *rest = cells
         out.append(
             "  ".join([first.ljust(widths[0])] + [c.rjust(w) for c, w in zip(rest, widths[1:], strict=True)])
         )
-        if cells is COLUMNS:
+        if cells is HEADER:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)
 

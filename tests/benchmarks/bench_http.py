@@ -1,7 +1,7 @@
-"""Benchmark InProcessProxy against CHP 5.3.0 and a direct connection, and print the goals table.
+"""Benchmark InProcessProxy against CHP 5.3.0, a byte relay and no proxy, and print the goals table.
 
     tests/benchmarks/setup.sh                 # once: wrk, nginx, CHP and ws
-    python tests/benchmarks/bench_http.py     # about 6 minutes with the defaults
+    python tests/benchmarks/bench_http.py     # about 7 minutes with the defaults
 
 Method (docs: tests/benchmarks/README.md, and shared/research/perf.md where it
 comes from): all candidates run at once in front of the same nginx and
@@ -12,6 +12,10 @@ candidate in turn, the order rotating every repetition. Proxy CPU comes from
 c=100 run. The Hub test (hub_latency.py) runs last, with its own Hubs. Figures
 are medians; ratios are medians of per-repetition paired ratios. The raw
 samples go to results/latest.json.
+
+The relay (byte_relay.py) copies bytes in Python and does nothing else: it is
+the floor for any proxy in Python, shown for context (relay/CHP); the goals
+are on InProcessProxy only.
 
 Exits 0 unless something crashed: goals are reported, never asserted.
 """
@@ -139,7 +143,7 @@ def measure(test, candidate, rep, settings):
 
 
 def _rss_added_mb(candidate, rss_now_kib):
-    """RSS the proxy accounts for: all of CHP's; the runner's beyond what it held before start()."""
+    """RSS the proxy accounts for: all of CHP's or the relay's; the runner's beyond its RSS before start()."""
     return (rss_now_kib - candidate.memory_kib.get("rss_before_start", 0)) / 1024
 
 
