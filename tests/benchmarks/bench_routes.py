@@ -65,7 +65,9 @@ GOALS = {
     ("add_route", None): ("<=", 10 * US),
     ("delete_route", None): ("<=", 10 * US),
     ("lookup", 10_000): ("<=", 2 * US),
+    # the goal names no activity pattern: both ends are held to it
     ("get_all_routes", 10_000): ("<=", 10 * MS),
+    ("get_all_routes, unchanged", 10_000): ("<=", 10 * MS),
 }
 
 
