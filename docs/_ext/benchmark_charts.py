@@ -51,9 +51,15 @@ import json
 import math
 import os
 
+import sys
+
 from docutils import nodes
 from docutils.parsers.rst import directives
 from sphinx.util.docutils import SphinxDirective
+
+# the benchmark's own formatting, so the page prints every figure as the benchmark did
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "tests", "benchmarks"))
+from _report import FIGURE_COLUMNS, format_figure, format_ratio  # noqa: E402
 
 #: columns of the data, in the order of the bars: (key in a table row, legend, colour)
 #: colours: Okabe-Ito orange, bluish green and blue (distinguishable with colour blindness) and a grey
@@ -130,31 +136,6 @@ def load(path):
 
 def rows_by_metric(data):
     return {row.get("metric"): row for row in data.get("table", [])}
-
-
-def fmt(value):
-    """A figure as ``_report._fmt`` prints it."""
-    if value is None:
-        return "n/a"
-    if abs(value) >= 100:
-        return f"{value:,.0f}"
-    if abs(value) >= 10:
-        return f"{value:.1f}"
-    return f"{value:.3g}" if abs(value) >= 0.01 else f"{value:.2g}"
-
-
-def fmt_ratio(value):
-    return "n/a" if value is None else f"{value:.2f}x"
-
-
-#: the table's figure columns, as _report.py prints them: (header, key in a table row, formatter);
-#: each candidate's figure, then the paired ratios
-TABLE_COLUMNS = (
-    *((legend, key, fmt) for key, legend, _ in CANDIDATES),
-    ("inproc/CHP", "inprocess/chp", fmt_ratio),
-    ("inproc/direct", "inprocess/direct", fmt_ratio),
-    ("relay/CHP", "relay/chp", fmt_ratio),
-)
 
 
 def round_significant(value, digits=2):
@@ -261,9 +242,9 @@ def bar_chart_svg(chart, rows):
             by = y(value)
             out.append(
                 f'<rect x="{bx + 1:.1f}" y="{by:.1f}" width="{bar_w - 2:.1f}" height="{top + plot_h - by:.1f}" '
-                f'fill="{colour}"><title>{e(legend)}: {fmt(value)}</title></rect>'
+                f'fill="{colour}"><title>{e(legend)}: {format_figure(value)}</title></rect>'
             )
-            out.append(f'<text x="{cx:.1f}" y="{by - 4:.1f}" text-anchor="middle" font-size="11">{fmt(value)}</text>')
+            out.append(f'<text x="{cx:.1f}" y="{by - 4:.1f}" text-anchor="middle" font-size="11">{format_figure(value)}</text>')
         gx = left + group_w * (g + 0.5)
         out.append(f'<text x="{gx:.1f}" y="{top + plot_h + 18}" text-anchor="middle">{e(label)}</text>')
     out.append("</svg>")
@@ -436,7 +417,7 @@ class BenchmarkCharts(_BenchmarkDirective):
 
         result.append(nodes.rubric("", "All figures, paired ratios and goals"))
         # columns no row has are left out: a run from before the relay existed has no relay figures
-        columns = [c for c in TABLE_COLUMNS if any(c[1] in row for row in data["table"])]
+        columns = [c for c in FIGURE_COLUMNS if any(c[1] in row for row in data["table"])]
         header = ("metric", *(title for title, _, _ in columns), "goal", "result")
         table_rows = [
             (
@@ -505,13 +486,13 @@ class BenchmarkSizing(_BenchmarkDirective):
         users_unit = "request/s" if per_user == 1 else "requests/s"
         per_core_s, budget_s = fmt_estimate(per_core), fmt_estimate(budget)
         lines = [
-            f"1,000,000 µs/s ÷ {fmt(cpu_us)} µs per request  ≈ {per_core_s} requests/s on one core",
+            f"1,000,000 µs/s ÷ {format_figure(cpu_us)} µs per request  ≈ {per_core_s} requests/s on one core",
             f"{per_core_s} requests/s × {share:g} of that core  ≈ {budget_s} requests/s for the proxy",
             f"{budget_s} requests/s ÷ {per_user:g} {users_unit} per busy user  ≈ {fmt_estimate(users)} busy users",
         ]
         return [
             _paragraph(
-                f"{run} measured {fmt(cpu_us)} µs of the proxy's CPU per small proxied request (its row ",
+                f"{run} measured {format_figure(cpu_us)} µs of the proxy's CPU per small proxied request (its row ",
                 nodes.literal(metric, metric),
                 "). So:",
             ),
@@ -542,7 +523,7 @@ def benchmark_value_role(name, rawtext, text, lineno, inliner, options=None, con
         # no run yet, or a run without this test (--tests): the figure reads n/a
         return [nodes.Text("n/a")], []
     value = row.get(column)
-    return [nodes.Text(fmt_ratio(value) if "/" in column else fmt(value))], []
+    return [nodes.Text(format_ratio(value) if "/" in column else format_figure(value))], []
 
 
 def setup(app):

@@ -125,7 +125,8 @@ def table_rows(samples, metrics=METRICS):
     return rows
 
 
-def _fmt(value):
+def format_figure(value):
+    """A median as the table prints it (the docs' benchmark pages use this too)."""
     if value is None:
         return "n/a"
     if abs(value) >= 100:
@@ -135,19 +136,20 @@ def _fmt(value):
     return f"{value:.3g}" if abs(value) >= 0.01 else f"{value:.2g}"
 
 
-def _fmt_ratio(value):
+def format_ratio(value):
+    """A paired ratio as the table prints it."""
     return "n/a" if value is None else f"{value:.2f}x"
 
 
 # The figure columns: (header, key in a table row, formatter). "metric" comes first, goal and result last.
 FIGURE_COLUMNS = (
-    ("direct", "direct", _fmt),
-    ("CHP", "chp", _fmt),
-    ("relay", "relay", _fmt),
-    ("inprocess", "inprocess", _fmt),
-    ("inproc/CHP", "inprocess/chp", _fmt_ratio),
-    ("inproc/direct", "inprocess/direct", _fmt_ratio),
-    ("relay/CHP", "relay/chp", _fmt_ratio),
+    ("direct", "direct", format_figure),
+    ("CHP", "chp", format_figure),
+    ("relay", "relay", format_figure),
+    ("inprocess", "inprocess", format_figure),
+    ("inproc/CHP", "inprocess/chp", format_ratio),
+    ("inproc/direct", "inprocess/direct", format_ratio),
+    ("relay/CHP", "relay/chp", format_ratio),
 )
 HEADER = ("metric", *(header for header, _, _ in FIGURE_COLUMNS), "goal", "result")
 
