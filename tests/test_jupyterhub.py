@@ -26,8 +26,7 @@ sessions, so the group alone would leave them behind).
 Environment knobs:
 
 ``INPROCESS_PROXY_SUITE_JOBS``
-    child runs at once (default 1). The subdomain run binds port 8000 and
-    there is only one such run, so it never runs beside another.
+    child runs at once (default 1).
 ``JUPYTERHUB_TEST_PROXY_CLASS``
     proxy class for the children (default ``inprocess``); e.g. ``default`` runs
     the same selection against configurable-http-proxy for comparison.
@@ -49,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from backends import closed_port
 
 try:
     import psutil
@@ -91,10 +91,11 @@ _PR_SET_PDEATHSIG = 1
 #: the environment of each mode, on top of the common one (``child_env``)
 MODES = {
     "default": {},
-    # subdomain_host with a fixed port (8000); the plugin resolves
-    # *.localhost.jovyan.org to 127.0.0.1, as there may be no DNS
+    # MockHub binds the port of subdomain_host, so {port} becomes a free one
+    # when the child starts; the plugin resolves *.localhost.jovyan.org to
+    # 127.0.0.1, as there may be no DNS
     "subdomain": {
-        "JUPYTERHUB_TEST_SUBDOMAIN_HOST": "http://localhost.jovyan.org:8000",
+        "JUPYTERHUB_TEST_SUBDOMAIN_HOST": "http://localhost.jovyan.org:{port}",
         "JUPYTERHUB_TEST_FAKE_DNS": "1",
     },
     # internal_ssl for every module's `app`. Not with `-m ssl` as upstream CI
@@ -319,6 +320,8 @@ def child_env(mode):
     env.pop("PYTEST_ADDOPTS", None)
     env.pop("PYTEST_PLUGINS", None)
     env.update(MODES[mode])
+    if "JUPYTERHUB_TEST_SUBDOMAIN_HOST" in env:
+        env["JUPYTERHUB_TEST_SUBDOMAIN_HOST"] = env["JUPYTERHUB_TEST_SUBDOMAIN_HOST"].format(port=closed_port())
     # the suite starts `jupyterhub-singleuser` and `python -m ...` by name
     bin_dir = os.path.dirname(sys.executable)
     env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")]) if env.get("PATH") else bin_dir
