@@ -63,11 +63,9 @@ class ActivityTracker:
         self.clock = clock
         #: routespec -> time of last traffic; written directly by the data path
         self.last = {}
-        #: routespec -> the time its ISO string in ``_iso`` was made from
-        self._formatted_at = {}
-        #: routespec -> ISO string: listing 10k routes every interval formats
-        #: only what changed since the last listing
-        self._iso = {}
+        #: routespec -> the time ``changes()`` last reported, so that listing
+        #: 10k routes every interval formats only what changed since
+        self._reported = {}
 
     def touch(self, routespec):
         """Record traffic on ``routespec`` now (for callers off the hot path)."""
@@ -76,38 +74,30 @@ class ActivityTracker:
     def forget(self, routespec):
         """Drop the record of a deleted route."""
         self.last.pop(routespec, None)
-        self._formatted_at.pop(routespec, None)
-        self._iso.pop(routespec, None)
+        self._reported.pop(routespec, None)
 
-    def isoformats(self, live_routespecs):
-        """``{routespec: ISO string}`` for every live routespec that saw traffic.
+    def changes(self, live_routespecs):
+        """``[(routespec, time)]`` for each live routespec whose time changed since the last call.
 
-        Formats only the times that changed since the previous call, and drops
-        records of routespecs not in ``live_routespecs`` (a set-like view,
-        ``dict.keys()``): a tunnel that outlived its route may have written
-        one back after the route was deleted, and listing is where such
-        entries are swept so they do not pile up. The dict returned is the
-        tracker's own, valid until the next change: read it, do not keep it.
+        Also drops records of routespecs not in ``live_routespecs`` (a
+        set-like view, ``dict.keys()``): a tunnel that outlived its route may
+        have written one back after the route was deleted, and listing is
+        where such entries are swept so they do not pile up.
         """
-        formatted_at = self._formatted_at
-        iso = self._iso
+        reported = self._reported
+        changed = []
         stale = []
         for spec, timestamp in self.last.items():
             if spec not in live_routespecs:
                 stale.append(spec)
-            elif formatted_at.get(spec) != timestamp:
-                formatted_at[spec] = timestamp
-                iso[spec] = isoformat(timestamp)
+            elif reported.get(spec) != timestamp:
+                reported[spec] = timestamp
+                changed.append((spec, timestamp))
         for spec in stale:
             self.forget(spec)
-        return iso
+        return changed
 
     def isoformat(self, routespec):
         """The ISO-8601 string for ``routespec``, or None if it saw no traffic."""
         timestamp = self.last.get(routespec)
-        if timestamp is None:
-            return None
-        if self._formatted_at.get(routespec) != timestamp:
-            self._formatted_at[routespec] = timestamp
-            self._iso[routespec] = isoformat(timestamp)
-        return self._iso[routespec]
+        return None if timestamp is None else isoformat(timestamp)

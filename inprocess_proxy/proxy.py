@@ -17,7 +17,7 @@ from jupyterhub.utils import make_ssl_context
 from traitlets import Bool, Float, Integer, TraitError, Unicode, observe, validate
 
 from . import metrics
-from .activity import ActivityTracker
+from .activity import ActivityTracker, isoformat
 from .options import ProxyOptions
 from .routes import RouteTrie
 from .server import ProxyServer
@@ -392,6 +392,10 @@ class InProcessProxy(Proxy):
         added_at = previous.added_at if previous is not None and previous.target == target else time.monotonic()
         route = self.routes.add(routespec, target, dict(data), added_at)
         route.endpoint = endpoint
+        last_activity = self.activity.isoformat(routespec)
+        if last_activity is not None:
+            # a replacement keeps the activity recorded under its routespec
+            route.listed_data = {**route.data, "last_activity": last_activity}
         self.stats.route_ops["add"].observe(time.perf_counter() - started)
         self.log.debug("Route added %s -> %s", routespec, target)
 
@@ -419,15 +423,16 @@ class InProcessProxy(Proxy):
     async def get_all_routes(self):
         """All routes as ``{routespec: {routespec, target, data}}``, as fresh copies."""
         started = time.perf_counter()
-        iso = self.activity.isoformats(self.routes.routespecs()).get
-        routes = {}
-        # one tight loop: the Hub lists every route each last_activity_interval
-        for routespec, route in self.routes.items():
-            data = route.data.copy()
-            last_activity = iso(routespec)
-            if last_activity is not None:
-                data["last_activity"] = last_activity
-            routes[routespec] = {"routespec": routespec, "target": route.target, "data": data}
+        table = self.routes
+        for routespec, timestamp in self.activity.changes(table.routespecs()):
+            route = table.get(routespec)
+            route.listed_data = {**route.data, "last_activity": isoformat(timestamp)}
+        # the Hub lists every route each last_activity_interval: one copy of
+        # one dict per route, in a comprehension
+        routes = {
+            routespec: {"routespec": routespec, "target": route.target, "data": route.listed_data.copy()}
+            for routespec, route in table.items()
+        }
         self.stats.route_ops["get_all"].observe(time.perf_counter() - started)
         return routes
 

@@ -33,12 +33,15 @@ class Route:
     for the route that replaced it.
     """
 
-    __slots__ = ("routespec", "target", "data", "added_at", "endpoint")
+    __slots__ = ("routespec", "target", "data", "listed_data", "added_at", "endpoint")
 
     def __init__(self, routespec, target, data, added_at):
         self.routespec = routespec
         self.target = target
         self.data = data
+        #: ``data`` as the Hub lists it: the proxy adds ``last_activity`` here
+        #: when it changes, so a listing copies one dict per route
+        self.listed_data = data
         #: monotonic time the route was added (new routes retry connects)
         self.added_at = added_at
         #: the parsed target (set by the proxy when it adds the route)

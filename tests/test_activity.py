@@ -141,26 +141,32 @@ def test_forget_then_touch_formats_the_new_time():
         (["/a/"], {"/a/", "/never-touched/"}, {"/a/"}),
     ],
 )
-def test_isoformats_keeps_only_live_routes(touched, live, kept):
+def test_changes_keep_only_live_routes(touched, live, kept):
     tracker, _ = tracker_at(1_700_000_000.0)
     for spec in touched:
         tracker.touch(spec)
-        tracker.isoformat(spec)
-    assert set(tracker.isoformats(live)) == kept
+    assert {spec for spec, _ in tracker.changes(live)} == kept
     assert set(tracker.last) == kept
     assert {spec for spec in touched if tracker.isoformat(spec) is not None} == kept
 
 
-def test_isoformats_formats_each_change_once():
+def test_changes_report_each_new_time_once():
     tracker, clock = tracker_at(1_700_000_000.0)
+    live = {"/a/", "/b/"}
     tracker.touch("/a/")
-    first = tracker.isoformats({"/a/", "/b/"})
-    assert first == {"/a/": "2023-11-14T22:13:20Z"}
+    assert tracker.changes(live) == [("/a/", 1_700_000_000.0)]
+    assert tracker.changes(live) == []
     clock.now += 1.5
     tracker.touch("/b/")
-    assert tracker.isoformats({"/a/", "/b/"}) == {
-        "/a/": "2023-11-14T22:13:20Z",
-        "/b/": "2023-11-14T22:13:21.500000Z",
-    }
+    assert tracker.changes(live) == [("/b/", 1_700_000_001.5)]
     tracker.touch("/a/")
-    assert tracker.isoformats({"/a/", "/b/"})["/a/"] == "2023-11-14T22:13:21.500000Z"
+    assert tracker.changes(live) == [("/a/", 1_700_000_001.5)]
+
+
+def test_forgotten_route_is_reported_again_when_it_comes_back():
+    tracker, _ = tracker_at(1_700_000_000.0)
+    tracker.touch("/a/")
+    assert tracker.changes({"/a/"}) == [("/a/", 1_700_000_000.0)]
+    tracker.forget("/a/")
+    tracker.touch("/a/")
+    assert tracker.changes({"/a/"}) == [("/a/", 1_700_000_000.0)]

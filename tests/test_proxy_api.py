@@ -136,8 +136,9 @@ async def test_returned_routes_are_copies():
         route["data"]["user"] = "mallory"
         route["data"]["last_activity"] = "1970-01-01T00:00:00Z"
         route["data"]["extra"] = 1
-    route = await proxy.get_route("/user/alice/")
-    assert (route["target"], route["data"]["user"]) == (TARGET, "alice")
+    for route in [await proxy.get_route("/user/alice/"), (await proxy.get_all_routes())["/user/alice/"]]:
+        assert (route["target"], route["data"]["user"]) == (TARGET, "alice")
+        assert set(route["data"]) == {"user", "server_name", "last_activity"}
     assert set(route["data"]) == {"user", "server_name", "last_activity"}
     assert route["data"]["last_activity"] != "1970-01-01T00:00:00Z"
 
@@ -169,9 +170,34 @@ async def test_deleted_route_loses_its_activity():
     proxy = new_proxy()
     await proxy.add_route("/user/alice/", TARGET, {})
     proxy.activity.touch("/user/alice/")
+    await proxy.get_all_routes()
     await proxy.delete_route("/user/alice/")
     await proxy.add_route("/user/alice/", TARGET, {})
     assert (await proxy.get_route("/user/alice/"))["data"] == {}
+    assert (await proxy.get_all_routes())["/user/alice/"]["data"] == {}
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_listings_follow_activity_across_replacement():
+    clock = Clock(NOW)
+    proxy = InProcessProxy(activity=ActivityTracker(clock=clock))
+
+    async def listed_activity():
+        listed = (await proxy.get_all_routes())["/user/alice/"]["data"].get("last_activity")
+        assert listed == (await proxy.get_route("/user/alice/"))["data"].get("last_activity")
+        return listed and isoparse(listed).timestamp()
+
+    await proxy.add_route("/user/alice/", TARGET, user_data("alice"))
+    assert await listed_activity() is None
+    proxy.activity.touch("/user/alice/")
+    assert await listed_activity() == NOW
+    # the Hub replaces the route (new target): the activity stays with the routespec
+    await proxy.add_route("/user/alice/", "http://127.0.0.1:9999", user_data("alice"))
+    assert await listed_activity() == NOW
+    clock.now += 30
+    proxy.activity.touch("/user/alice/")
+    assert await listed_activity() == NOW + 30
+    assert await listed_activity() == NOW + 30
 
 
 @pytest.mark.gen_test(timeout=10)
