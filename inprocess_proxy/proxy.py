@@ -426,7 +426,8 @@ class InProcessProxy(Proxy):
         table = self.routes
         for routespec, timestamp in self.activity.changes(table.routespecs()):
             route = table.get(routespec)
-            route.listed_data = {**route.data, "last_activity": isoformat(timestamp)}
+            route.listed_data = listed = route.data.copy()
+            listed["last_activity"] = isoformat(timestamp)
         # the Hub lists every route each last_activity_interval: one copy of
         # one dict per route, in a comprehension
         routes = {
