@@ -395,7 +395,8 @@ class InProcessProxy(Proxy):
         last_activity = self.activity.isoformat(routespec)
         if last_activity is not None:
             # a replacement keeps the activity recorded under its routespec
-            route.listed_data = {**route.data, "last_activity": last_activity}
+            route.listed_data = listed = route.data.copy()
+            listed["last_activity"] = last_activity
         self.stats.route_ops["add"].observe(time.perf_counter() - started)
         self.log.debug("Route added %s -> %s", routespec, target)
 

@@ -58,11 +58,9 @@ def _host_and_port(parts):
     if "@" in netloc or "[" in netloc:
         return parts.hostname, parts.port
     host, _, port = netloc.partition(":")
-    if not port:
-        return host.lower() or None, None
-    if not (port.isdigit() and port.isascii()) or int(port) > 65535:
+    if port and not (port.isdigit() and port.isascii() and int(port) <= 65535):
         raise ValueError(f"invalid port {port!r}")
-    return host.lower() or None, int(port)
+    return host.lower() or None, int(port) if port else None
 
 
 def parse_target(target):
