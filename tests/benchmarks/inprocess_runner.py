@@ -24,15 +24,8 @@ import signal
 
 import tornado.ioloop  # noqa: F401  (the Hub's loop; imported so its RSS counts as "before start")
 
+from _procs import rss_kib
 from inprocess_proxy import InProcessProxy
-
-
-def rss_kib():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
 def parse_route(text):
@@ -80,7 +73,7 @@ async def serve(args, rss_before_start):
             "pid": os.getpid(),
             "public_url": proxy.public_url,
             "rss_before_start_kib": rss_before_start,
-            "rss_after_start_kib": rss_kib(),
+            "rss_after_start_kib": rss_kib(os.getpid()),
         }
         print(json.dumps(ready), flush=True)
         await stopped
@@ -89,7 +82,7 @@ async def serve(args, rss_before_start):
 
 
 def main():
-    rss_before_start = rss_kib()
+    rss_before_start = rss_kib(os.getpid())
     args = parse_args()
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(serve(args, rss_before_start))
