@@ -39,12 +39,6 @@ from attack_helpers import (
     snapshot,
 )
 
-pytestmark = [
-    # pytest-tornado's io_loop fixture calls these on Tornado 6.6
-    pytest.mark.filterwarnings("ignore:make_current is deprecated:DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:clear_current is deprecated:DeprecationWarning"),
-]
-
 RUNS = 1000
 WARM_UP_RUNS = 50
 CONCURRENCY = 20

@@ -16,12 +16,6 @@ import pytest
 
 from attack_helpers import RecordingBackend, address_of_proxy, get, rss_kib
 
-pytestmark = [
-    # pytest-tornado's io_loop fixture calls these on Tornado 6.6
-    pytest.mark.filterwarnings("ignore:make_current is deprecated:DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:clear_current is deprecated:DeprecationWarning"),
-]
-
 #: the proxy's defaults (docs/configuration.md)
 MAX_URL = 16384
 MAX_HEAD = 65536

@@ -26,12 +26,6 @@ from tornado.testing import bind_unused_port
 
 from attack_helpers import RecordingBackend, address_of_proxy, exchange, get, parse_responses, reparse_llhttp
 
-pytestmark = [
-    # pytest-tornado's io_loop fixture calls these on Tornado 6.6
-    pytest.mark.filterwarnings("ignore:make_current is deprecated:DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:clear_current is deprecated:DeprecationWarning"),
-]
-
 A, B, HUB = "A", "B", "H"
 
 #: path -> where it must end: a backend name or a status

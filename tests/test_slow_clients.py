@@ -17,12 +17,6 @@ import pytest
 
 from attack_helpers import RecordingBackend, address_of_proxy, percentile
 
-pytestmark = [
-    # pytest-tornado's io_loop fixture calls these on Tornado 6.6
-    pytest.mark.filterwarnings("ignore:make_current is deprecated:DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:clear_current is deprecated:DeprecationWarning"),
-]
-
 HEADER_TIMEOUT = 2.0
 SLOW_CLIENTS = 300
 DRIBBLE_EVERY = 0.5

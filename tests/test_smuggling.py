@@ -31,12 +31,6 @@ from attack_helpers import (
     reparse_llhttp,
 )
 
-pytestmark = [
-    # pytest-tornado's io_loop fixture calls these on Tornado 6.6
-    pytest.mark.filterwarnings("ignore:make_current is deprecated:DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:clear_current is deprecated:DeprecationWarning"),
-]
-
 H = b"Host: proxy.test\r\n"
 CLOSE = b"Connection: close\r\n"
 WS = (

@@ -37,12 +37,6 @@ from ws_backends import (
     ws_backend_app,
 )
 
-pytestmark = [
-    # pytest-tornado's io_loop fixture calls these on Tornado 6.6
-    pytest.mark.filterwarnings("ignore:make_current is deprecated:DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:clear_current is deprecated:DeprecationWarning"),
-]
-
 #: seconds a fixture's set-up or teardown may take on the loop
 FIXTURE_TIMEOUT = 30
 #: seconds any single wait of a test (handshake, message, close) may take
