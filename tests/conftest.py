@@ -25,8 +25,8 @@ from backends import (
     address_of,
     assert_nothing_listening,
     backend_app,
-    make_tls_files,
 )
+from support.tls import make_tls_files
 
 #: seconds a fixture's teardown may take on the loop
 TEARDOWN_TIMEOUT = 30

@@ -10,7 +10,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from backends import build_request, closed_port
+from backends import build_request
+from support.ports import free_port
 
 #: JupyterHub parses this: UTC, ``Z`` suffix, fractional seconds optional
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
@@ -120,7 +121,7 @@ async def _drain(chunks):
 @pytest.mark.gen_test(timeout=10)
 async def test_proxy_generated_503_is_not_activity(make_proxy, open_client):
     proxy = await make_proxy(new_route_retry_period=0)
-    await proxy.add_route("/user/alice/", f"http://127.0.0.1:{closed_port()}", {"user": "alice", "server_name": ""})
+    await proxy.add_route("/user/alice/", f"http://127.0.0.1:{free_port()}", {"user": "alice", "server_name": ""})
     client = await open_client(proxy)
 
     assert (await client.request("GET", "/user/alice/api/status")).status == 503

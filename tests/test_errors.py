@@ -13,10 +13,10 @@ from backends import (
     build_request,
     close_after_partial_body_script,
     close_mid_chunked_script,
-    closed_port,
     garbage_script,
     parse_head,
 )
+from support.ports import free_port
 
 
 def _status_of(data):
@@ -50,7 +50,7 @@ async def test_no_route_is_404_plain_text(make_proxy, backend, open_client):
 @pytest.mark.gen_test(timeout=10)
 async def test_refused_target_of_old_route_is_503_at_once(make_proxy, open_client):
     proxy = await make_proxy(new_route_retry_period=0)
-    await proxy.add_route("/", f"http://127.0.0.1:{closed_port()}", {"hub": True})
+    await proxy.add_route("/", f"http://127.0.0.1:{free_port()}", {"hub": True})
     client = await open_client(proxy)
 
     # bounded well below the default 5 s retry period: no retrying for old routes
@@ -62,7 +62,7 @@ async def test_refused_target_of_old_route_is_503_at_once(make_proxy, open_clien
 
 @pytest.mark.gen_test(timeout=15)
 async def test_new_route_retries_until_its_backend_listens(make_proxy, make_backend, open_client, io_loop):
-    port = closed_port()
+    port = free_port()
     proxy = await make_proxy(new_route_retry_period=5)
     await proxy.add_route("/user/late/", f"http://127.0.0.1:{port}", {"user": "late", "server_name": ""})
     # the server binds its port a moment after the Hub added its route

@@ -4,7 +4,6 @@ Black-box: a real InProcessProxy between real backends on 127.0.0.1 (or unix
 sockets) and raw clients that send exactly the bytes a test gives.
 """
 
-import ssl
 
 import pytest
 from tornado.httpclient import AsyncHTTPClient
@@ -336,12 +335,6 @@ async def test_http_target_serves_a_tornado_client(proxy):
     assert Echo.of_json(response.body).uri == "/via/tornado"
 
 
-def _https_options(tls_files):
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(tls_files.cert, tls_files.key)
-    return context
-
-
 @pytest.mark.gen_test(timeout=10)
 async def test_https_target_trusted_through_ssl_cert_file(
     make_proxy, make_backend, open_client, tls_files, monkeypatch
@@ -349,7 +342,7 @@ async def test_https_target_trusted_through_ssl_cert_file(
     # Without internal_ssl the proxy verifies https targets with the default
     # context; SSL_CERT_FILE is how an operator makes it trust a private CA.
     monkeypatch.setenv("SSL_CERT_FILE", tls_files.ca)
-    backend = make_backend(ssl_options=_https_options(tls_files))
+    backend = make_backend(ssl_options=tls_files.server_context())
     proxy = await _route_to(make_proxy, backend)
     client = await open_client(proxy)
 
@@ -362,7 +355,7 @@ async def test_https_target_trusted_through_ssl_cert_file(
 async def test_https_target_with_untrusted_certificate_is_503(
     make_proxy, make_backend, open_client, tls_files
 ):
-    backend = make_backend(ssl_options=_https_options(tls_files))
+    backend = make_backend(ssl_options=tls_files.server_context())
     proxy = await _route_to(make_proxy, backend, new_route_retry_period=0)
     client = await open_client(proxy)
     response = await client.request("GET", "/over/untrusted/tls")

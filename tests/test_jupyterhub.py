@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from backends import closed_port
+from support.ports import free_port
 
 try:
     import psutil
@@ -321,7 +321,7 @@ def child_env(mode):
     env.pop("PYTEST_PLUGINS", None)
     env.update(MODES[mode])
     if "JUPYTERHUB_TEST_SUBDOMAIN_HOST" in env:
-        env["JUPYTERHUB_TEST_SUBDOMAIN_HOST"] = env["JUPYTERHUB_TEST_SUBDOMAIN_HOST"].format(port=closed_port())
+        env["JUPYTERHUB_TEST_SUBDOMAIN_HOST"] = env["JUPYTERHUB_TEST_SUBDOMAIN_HOST"].format(port=free_port())
     # the suite starts `jupyterhub-singleuser` and `python -m ...` by name
     bin_dir = os.path.dirname(sys.executable)
     env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")]) if env.get("PATH") else bin_dir

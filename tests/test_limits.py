@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from attack_helpers import RecordingBackend, address_of_proxy, get, rss_kib
+from attack_helpers import RecordingBackend, address_of_proxy, get
+from support.procfs import rss_kib
 
 #: the proxy's defaults (docs/configuration.md)
 MAX_URL = 16384

@@ -3,7 +3,6 @@
 import asyncio
 import os
 import socket
-import ssl
 import stat
 from urllib.parse import quote, urlsplit
 
@@ -77,7 +76,7 @@ async def test_tls_listener_serves_with_ssl_cert_and_key(make_proxy, backend, op
     await _add_hub_route(proxy, backend)
     assert proxy.public_url.startswith("https://127.0.0.1:")
 
-    client = await open_client(proxy, ssl=ssl.create_default_context(cafile=tls.ca))
+    client = await open_client(proxy, ssl=tls.client_context())
     echo = Echo.of(await client.request("GET", "/over/tls", host="hub.example.org"))
 
     assert echo.uri == "/over/tls"

@@ -22,9 +22,9 @@ from urllib.parse import unquote
 
 import pytest
 from jupyterhub.objects import Hub
-from tornado.testing import bind_unused_port
 
 from attack_helpers import RecordingBackend, address_of_proxy, exchange, get, parse_responses, reparse_llhttp
+from support.ports import free_port
 
 A, B, HUB = "A", "B", "H"
 
@@ -170,12 +170,6 @@ MARKUP = (b"<script", b"<img", b"\"'>")
 FORBIDDEN = MARKUP + (b"%3Cscript", b"onerror")
 
 
-def _free_port():
-    sock, port = bind_unused_port()
-    sock.close()
-    return port
-
-
 async def hostile_requests(address, target):
     """A GET, a HEAD and a websocket upgrade of ``target``; returns their responses."""
     results = []
@@ -205,7 +199,7 @@ async def test_error_pages_without_hub_never_echo_request(make_proxy, situation)
     proxy = await make_proxy(new_route_retry_period=0, max_url_size=200)
     assert proxy.hub is None
     if situation == "dead_target_503":
-        await proxy.add_route("/", f"http://127.0.0.1:{_free_port()}", {"hub": True})
+        await proxy.add_route("/", f"http://127.0.0.1:{free_port()}", {"hub": True})
     address = address_of_proxy(proxy)
     expected = {"missing_route_404": 404, "dead_target_503": 503, "dot_segment_400": 400, "long_target_414": 414}[
         situation

@@ -20,6 +20,7 @@ from backends import (
     close_delimited_script,
     early_hints_script,
 )
+from support.procfs import peak_rss_kib, reset_peak_rss, rss_kib
 
 #: bytes moved each way by the large-transfer tests (the issue asks for 1 GB)
 TRANSFER_SIZE = 1 << 30
@@ -191,14 +192,6 @@ async def test_client_leaving_mid_download_closes_upstream_connection(proxy, bac
     await backend.connection_closed.wait()
 
 
-def _status_kib(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
 class PeakRss:
     """RSS of this process: a baseline now, the peak until ``stop()``.
 
@@ -209,23 +202,22 @@ class PeakRss:
     def __init__(self):
         gc.collect()
         try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
+            reset_peak_rss()
             self.hwm_reset = True
         except OSError:
             self.hwm_reset = False
-        self.baseline = self.peak = _status_kib("VmRSS") * 1024
+        self.baseline = self.peak = rss_kib() * 1024
         self._timer = PeriodicCallback(self._sample, 10)
         self._timer.start()
 
     def _sample(self):
-        self.peak = max(self.peak, _status_kib("VmRSS") * 1024)
+        self.peak = max(self.peak, rss_kib() * 1024)
 
     def stop(self):
         self._timer.stop()
         self._sample()
         if self.hwm_reset:
-            self.peak = max(self.peak, _status_kib("VmHWM") * 1024)
+            self.peak = max(self.peak, peak_rss_kib() * 1024)
 
     @property
     def growth(self):

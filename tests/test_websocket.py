@@ -12,7 +12,6 @@ activity tests poll ``get_all_routes()`` every 0.1 s up to
 """
 
 import asyncio
-import ssl
 import time
 from datetime import datetime
 from urllib.parse import quote
@@ -25,6 +24,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 from websockets.protocol import State
 
+from support.ports import free_port
 from ws_backends import (
     CHOSEN_SUBPROTOCOL,
     GREETING,
@@ -52,13 +52,6 @@ CONCURRENT_TUNNELS = 200
 
 
 # -- fixtures and helpers ---------------------------------------------------------------
-
-
-def _free_port():
-    """A port nothing listens on (bound, then released at once)."""
-    sock, port = bind_unused_port()
-    sock.close()
-    return port
 
 
 def ws_url(proxy, path):
@@ -356,7 +349,7 @@ async def test_no_route_is_404_on_upgrade(make_proxy, ws_backend):
 @pytest.mark.gen_test(timeout=10)
 async def test_dead_target_is_503_on_upgrade(make_proxy):
     proxy = await make_proxy(new_route_retry_period=0)
-    await proxy.add_route("/", f"http://127.0.0.1:{_free_port()}", {})
+    await proxy.add_route("/", f"http://127.0.0.1:{free_port()}", {})
 
     response = await refused_upgrade(proxy, "/echo")
 
@@ -582,12 +575,6 @@ async def test_unix_socket_target(make_proxy, make_ws_backend, ws_connect, tmp_p
     assert [h.path for h in backend.handshakes] == ["/user/unix/echo"]
 
 
-def _server_tls_context(tls_files):
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(tls_files.cert, tls_files.key)
-    return context
-
-
 @pytest.mark.gen_test(timeout=10)
 async def test_wss_target_trusted_through_ssl_cert_file(
     make_proxy, make_ws_backend, ws_connect, tls_files, monkeypatch
@@ -595,7 +582,7 @@ async def test_wss_target_trusted_through_ssl_cert_file(
     # Without internal_ssl the proxy verifies https targets against the
     # system CAs; SSL_CERT_FILE is how an operator adds a private CA.
     monkeypatch.setenv("SSL_CERT_FILE", tls_files.ca)
-    backend = make_ws_backend(ssl_options=_server_tls_context(tls_files))
+    backend = make_ws_backend(ssl_options=tls_files.server_context())
     proxy = await proxy_to(make_proxy, backend)
     ws = await ws_connect(proxy)
 
@@ -609,7 +596,7 @@ async def test_wss_target_with_self_signed_certificate_is_503(
 ):
     # a certificate the proxy cannot verify makes the target unreachable:
     # 503 at once, not a hang and not an unverified tunnel
-    backend = make_ws_backend(ssl_options=_server_tls_context(self_signed_tls_files))
+    backend = make_ws_backend(ssl_options=self_signed_tls_files.server_context())
     proxy = await proxy_to(make_proxy, backend, new_route_retry_period=0)
 
     response = await refused_upgrade(proxy, "/echo")

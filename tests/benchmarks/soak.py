@@ -42,8 +42,9 @@ from tornado.httpserver import HTTPServer  # noqa: E402
 from tornado.testing import bind_unused_port  # noqa: E402
 from websockets.asyncio.client import connect  # noqa: E402
 
-from attack_helpers import DOWNLOAD_BODY, FaultBackend, RecordingBackend, address_of_proxy, open_fds, rss_kib  # noqa: E402
+from attack_helpers import DOWNLOAD_BODY, FaultBackend, RecordingBackend, address_of_proxy  # noqa: E402
 from inprocess_proxy import InProcessProxy  # noqa: E402
+from support.procfs import open_fds, rss_kib  # noqa: E402
 from ws_backends import WsBackend, abort_open_websockets, ws_backend_app  # noqa: E402
 
 ECHO_EVERY = 0.05
