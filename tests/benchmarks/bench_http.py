@@ -31,20 +31,15 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+import _tests_on_path  # noqa: F401
 from _backends import LARGE_BODY_BYTES, SMALL_BODY_BYTES, start_backends
 from _candidates import STARTERS
 from _load import run_wrk, run_ws_client, write_wrk_script
-from _procs import (
-    ChildProcesses,
-    StartupError,
-    cpu_seconds,
-    peak_rss_kib,
-    reset_peak_rss,
-    rss_kib,
-    stop_on_sigterm,
-)
+from _procs import ChildProcesses, stop_on_sigterm
 from _report import CANDIDATES, format_table, goals_summary, problems, rotated, table_rows, write_json
 from hub_latency import add_hub_arguments, hub_names, hub_options, run_hub_latency
+from support.procfs import cpu_seconds, peak_rss_kib, reset_peak_rss, rss_kib
+from support.processes import StartupError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MIB = 1024 * 1024

@@ -27,20 +27,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
+import _tests_on_path  # noqa: F401
 from _backends import start_nginx
 from _candidates import chp_command
 from _load import run_wrk, write_wrk_script
-from _procs import (
-    ChildProcesses,
-    StartupError,
-    cpu_seconds,
-    free_ports,
-    http_status,
-    stop_on_sigterm,
-    tree_rss_kib,
-    wait_until,
-)
+from _procs import ChildProcesses, stop_on_sigterm
 from _report import format_table, rotated, table_rows
+from support.ports import free_ports, http_status
+from support.procfs import cpu_seconds, tree_rss_kib
+from support.processes import StartupError, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # JupyterHub takes a few seconds to start (database, proxy, routes).
@@ -123,7 +118,7 @@ def start_hub(procs, root, name, backend_url, node_modules):
     def ready():
         return http_status(hub_url + "/hub/health") == 200 and http_status(public_url + "/bench/small") == 200
 
-    wait_until(proc, ready, HUB_STARTUP_TIMEOUT_SECONDS, f"JupyterHub with {name} proxy")
+    wait_until(ready, timeout=HUB_STARTUP_TIMEOUT_SECONDS, what=f"JupyterHub with {name} proxy", process=proc)
     return RunningHub(name, proc, hub_url, public_url, rss_mb=tree_rss_kib(proc.pid) / 1024)
 
 
