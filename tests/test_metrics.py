@@ -77,11 +77,11 @@ def value(samples, name, **labels):
 def test_hub_metrics_count_proxied_traffic(hub):
     before = scrape(hub)
     for _ in range(OK_REQUESTS):
-        assert requests.get(f"{hub.url}/echo/ok", timeout=10).status_code == 200
+        assert requests.get(f"{hub.public_url}/echo/ok", timeout=10).status_code == 200
     for _ in range(NOT_FOUND_REQUESTS):
-        assert requests.get(f"{hub.url}/echo/missing", timeout=10).status_code == 404
+        assert requests.get(f"{hub.public_url}/echo/missing", timeout=10).status_code == 404
     for _ in range(DEAD_REQUESTS):
-        assert requests.get(f"{hub.url}/dead/x", timeout=10).status_code == 503
+        assert requests.get(f"{hub.public_url}/dead/x", timeout=10).status_code == 503
     after = scrape(hub)
 
     def delta(name, **labels):

@@ -348,7 +348,6 @@ def run_benchmark(args, procs, root):
     if not args.no_hub and "inprocess" in names:
         log("Hub test: starting JupyterHub")
         samples += run_hub_latency(
-            procs,
             root,
             backends.http_url,
             args.node_modules,

@@ -79,6 +79,15 @@ def signal_process(pid, signum):
         pass  # gone (or its pid reused by a process that is not ours)
 
 
+def log_tail(path, lines=40):
+    """The last ``lines`` lines of the log file at ``path``."""
+    try:
+        with open(path, errors="replace") as log:
+            return "".join(log.readlines()[-lines:])
+    except OSError as e:
+        return f"(no log: {e})"
+
+
 class StartupError(RuntimeError):
     """A process did not come up; the message says which, and shows the end of its log."""
 
@@ -129,13 +138,9 @@ class ChildProcess:
     def poll(self):
         return self.popen.poll()
 
-    def log_tail(self, lines=15):
+    def log_tail(self, lines=40):
         """The last lines of the child's log."""
-        try:
-            with open(self.log_path, errors="replace") as log:
-                return "".join(log.readlines()[-lines:])
-        except OSError:
-            return ""
+        return log_tail(self.log_path, lines)
 
     def look(self):
         """Record the processes below the child now, and those holding its marker.
