@@ -78,15 +78,14 @@ async def stream_until_answered(address, prefix, filler=b"", total=0):
 
 
 @pytest.fixture
-def limited_proxy(io_loop, make_proxy):
+def limited_proxy(io_loop, routed_proxy):
     """A proxy with default limits, ``/`` routed to a recording backend."""
     backends = []
 
     async def start():
         backend = await RecordingBackend("H").start()
         backends.append(backend)
-        proxy = await make_proxy(new_route_retry_period=0)
-        await proxy.add_route("/", backend.url, {"hub": True})
+        proxy = await routed_proxy({"/": backend.url}, new_route_retry_period=0)
         proxy.test_backend = backend
         return proxy
 

@@ -115,10 +115,9 @@ async def test_bodyless_status_is_framed_and_connection_stays_usable(proxy, open
 
 
 @pytest.mark.gen_test(timeout=10)
-async def test_103_early_hints_then_final_200(make_proxy, make_raw_backend, open_client):
+async def test_103_early_hints_then_final_200(routed_proxy, make_raw_backend, open_client):
     url = await make_raw_backend(early_hints_script)
-    proxy = await make_proxy()
-    await proxy.add_route("/", url, {"hub": True})
+    proxy = await routed_proxy({"/": url})
     client = await open_client(proxy)
 
     response = await client.request("GET", "/hints")
@@ -130,10 +129,9 @@ async def test_103_early_hints_then_final_200(make_proxy, make_raw_backend, open
 
 
 @pytest.mark.gen_test(timeout=10)
-async def test_close_delimited_response_body_arrives_whole(make_proxy, make_raw_backend, open_client):
+async def test_close_delimited_response_body_arrives_whole(routed_proxy, make_raw_backend, open_client):
     url = await make_raw_backend(close_delimited_script)
-    proxy = await make_proxy()
-    await proxy.add_route("/", url, {"hub": True})
+    proxy = await routed_proxy({"/": url})
     client = await open_client(proxy)
 
     response = await client.request("GET", "/until-close")
