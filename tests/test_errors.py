@@ -142,38 +142,32 @@ async def test_malformed_request_is_400_and_others_are_served(proxy, open_client
     await _assert_serves(await open_client(proxy))
 
 
+@pytest.mark.parametrize(
+    "limit, target, headers, status",
+    [
+        pytest.param({"max_url_size": 1024}, "/" + "a" * 2048, [], 414, id="oversized-request-line-414"),
+        pytest.param({"max_header_size": 4096}, "/big-header", [("X-Big", "b" * 8192)], 431, id="oversized-header-431"),
+        pytest.param(
+            {"max_header_count": 10},
+            "/many-headers",
+            [(f"X-H{i}", str(i)) for i in range(20)],
+            431,
+            id="too-many-headers-431",
+        ),
+    ],
+)
 @pytest.mark.gen_test(timeout=10)
-async def test_oversized_request_line_is_414(routed_proxy, backend, open_client):
-    proxy = await routed_proxy({"/": backend.url}, max_url_size=1024)
+async def test_request_over_a_limit_is_refused_and_others_are_served(
+    routed_proxy, backend, open_client, limit, target, headers, status
+):
+    proxy = await routed_proxy({"/": backend.url}, **limit)
     client = await open_client(proxy)
 
-    response = await client.request("GET", "/" + "a" * 2048)
+    response = await client.request("GET", target, headers)
 
-    assert response.status == 414
+    assert response.status == status
     assert backend.requests == []
     await _assert_serves(await open_client(proxy))
-
-
-@pytest.mark.gen_test(timeout=10)
-async def test_oversized_header_is_431(routed_proxy, backend, open_client):
-    proxy = await routed_proxy({"/": backend.url}, max_header_size=4096)
-    client = await open_client(proxy)
-
-    response = await client.request("GET", "/big-header", [("X-Big", "b" * 8192)])
-
-    assert response.status == 431
-    assert backend.requests == []
-
-
-@pytest.mark.gen_test(timeout=10)
-async def test_too_many_headers_is_431(routed_proxy, backend, open_client):
-    proxy = await routed_proxy({"/": backend.url}, max_header_count=10)
-    client = await open_client(proxy)
-
-    response = await client.request("GET", "/many-headers", [(f"X-H{i}", str(i)) for i in range(20)])
-
-    assert response.status == 431
-    assert backend.requests == []
 
 
 @pytest.mark.gen_test(timeout=15)
