@@ -41,8 +41,8 @@ forwards, from one CPU-per-request row::
 The role ``{benchmark-value}`metric label|column``` inserts one figure of
 the table in running text (see ``benchmark_value_role``).
 
-Numbers are formatted as ``_report.py`` formats them, so the page matches the
-benchmark's printed table.
+Numbers are formatted by ``benchmark_format.py``, as the benchmark's printed
+table formats them.
 """
 
 import datetime
@@ -51,15 +51,11 @@ import json
 import math
 import os
 
-import sys
-
 from docutils import nodes
 from docutils.parsers.rst import directives
 from sphinx.util.docutils import SphinxDirective
 
-# the benchmark's own formatting, so the page prints every figure as the benchmark did
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "tests", "benchmarks"))
-from _report import FIGURE_COLUMNS, format_figure, format_ratio  # noqa: E402
+from benchmark_format import FIGURE_COLUMNS, format_figure, format_ratio
 
 #: columns of the data, in the order of the bars: (key in a table row, legend, colour)
 #: colours: Okabe-Ito orange, bluish green and blue (distinguishable with colour blindness) and a grey

@@ -8,6 +8,7 @@ per-repetition ratios (both candidates measured in the same repetition,
 minutes apart at most), which is what stays stable on a noisy machine.
 """
 
+import importlib.util
 import json
 import os
 import statistics
@@ -125,32 +126,17 @@ def table_rows(samples, metrics=METRICS):
     return rows
 
 
-def format_figure(value):
-    """A median as the table prints it (the docs' benchmark pages use this too)."""
-    if value is None:
-        return "n/a"
-    if abs(value) >= 100:
-        return f"{value:,.0f}"
-    if abs(value) >= 10:
-        return f"{value:.1f}"
-    return f"{value:.3g}" if abs(value) >= 0.01 else f"{value:.2g}"
+def _load_figure_format():
+    """docs/_ext/benchmark_format.py, by path: the docs' pages print figures the same way, and the
+    docs build must not import the test tree, so the shared formatting lives there."""
+    path = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "docs", "_ext", "benchmark_format.py")
+    spec = importlib.util.spec_from_file_location("benchmark_format", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def format_ratio(value):
-    """A paired ratio as the table prints it."""
-    return "n/a" if value is None else f"{value:.2f}x"
-
-
-# The figure columns: (header, key in a table row, formatter). "metric" comes first, goal and result last.
-FIGURE_COLUMNS = (
-    ("direct", "direct", format_figure),
-    ("CHP", "chp", format_figure),
-    ("relay", "relay", format_figure),
-    ("inprocess", "inprocess", format_figure),
-    ("inproc/CHP", "inprocess/chp", format_ratio),
-    ("inproc/direct", "inprocess/direct", format_ratio),
-    ("relay/CHP", "relay/chp", format_ratio),
-)
+FIGURE_COLUMNS = _load_figure_format().FIGURE_COLUMNS
 HEADER = ("metric", *(header for header, _, _ in FIGURE_COLUMNS), "goal", "result")
 
 
