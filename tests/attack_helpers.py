@@ -1,4 +1,4 @@
-"""Helpers for the attack and failure tests (issue 6): raw ends and resource counts.
+"""Helpers for the attack and failure tests: raw ends and resource counts.
 
 Nothing here imports ``inprocess_proxy``; these are the independent ends the
 proxy sits between, plus the gauges the tests read before and after.

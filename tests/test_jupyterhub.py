@@ -175,9 +175,9 @@ RUNS = (
     ),
 )
 
-#: configurable-http-proxy 5.3.0 with JupyterHub 6.1.1 on a 2-core machine
-#: (shared/jupyterhub-suite/README.md and shared/research/hub.md, section 3.4):
-#: (mode, module) -> (passed, skipped, time). test_spawner is only
+#: configurable-http-proxy 5.3.0 with JupyterHub 6.1.1, the same modules run with the
+#: default proxy class on a 2-core machine shared with other work (load 2-4, so the
+#: times are indicative): (mode, module) -> (passed, skipped, time). test_spawner is only
 #: test_spawner_routing here, whose 4 cases are part of the 39 measured.
 CHP_BASELINE = {
     ("default", "test_proxy"): (32, 2, "~1 min"),

@@ -14,7 +14,8 @@ Invariants checked over everything each backend ever received:
 - no backend receives a path with a dot segment.
 
 The second half checks that error pages never echo request input unescaped
-(issue 6, item 8), without a Hub and with one.
+(a page that does is a reflected cross-site scripting hole), without a Hub and
+with one.
 """
 
 import posixpath

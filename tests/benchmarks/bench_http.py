@@ -3,8 +3,7 @@
     tests/benchmarks/setup.sh                 # once: wrk, nginx, CHP and ws
     python tests/benchmarks/bench_http.py     # about 7 minutes with the defaults
 
-Method (docs: tests/benchmarks/README.md, and shared/research/perf.md where it
-comes from): all candidates run at once in front of the same nginx and
+Method (tests/benchmarks/README.md): all candidates run at once in front of the same nginx and
 websocket echo backends. For each repetition, each test (small body at c=1,
 10, 100; 1 MiB at c=10; websocket ping-pong at c=1, 10) is run against each
 candidate in turn, the order rotating every repetition. Proxy CPU comes from
