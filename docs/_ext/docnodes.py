@@ -23,6 +23,19 @@ def import_object(dotted):
     return getattr(importlib.import_module(module_name), attribute)
 
 
+def import_argument(directive):
+    """The object a directive's first argument names (``module.Name``).
+
+    Raises:
+        The directive's error (the build fails, naming the directive) if it cannot be imported.
+    """
+    dotted = directive.arguments[0]
+    try:
+        return import_object(dotted)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise directive.error(f"{directive.name}: cannot import {dotted}: {e}") from e
+
+
 def paragraph(*children):
     """A paragraph of ``children``."""
     result = nodes.paragraph()

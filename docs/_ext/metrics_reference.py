@@ -59,11 +59,7 @@ class MetricsReference(SphinxDirective):
     option_spec = {"prefix": directives.unchanged_required}
 
     def run(self):
-        dotted = self.arguments[0]
-        try:
-            collector_cls = docnodes.import_object(dotted)
-        except (ImportError, AttributeError, ValueError) as e:
-            raise self.error(f"metrics-reference: cannot import {dotted}: {e}") from e
+        collector_cls = docnodes.import_argument(self)
         prefix = self.options.get("prefix", "jupyterhub")
         families = collect_families(collector_cls, prefix)
         table = docnodes.table(

@@ -124,11 +124,7 @@ class TraitsReference(SphinxDirective):
     option_spec = {"octal": directives.unchanged}
 
     def run(self):
-        dotted = self.arguments[0]
-        try:
-            cls = docnodes.import_object(dotted)
-        except (ImportError, AttributeError, ValueError) as e:
-            raise self.error(f"traits-reference: cannot import {dotted}: {e}") from e
+        cls = docnodes.import_argument(self)
         octal = set(self.options.get("octal", "").replace(",", " ").split())
         traits = own_config_traits(cls)
         unknown = octal - {name for name, _ in traits}
