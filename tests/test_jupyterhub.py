@@ -32,7 +32,6 @@ Environment knobs:
     the same selection against configurable-http-proxy for comparison.
 """
 
-import importlib.util
 import os
 import shutil
 import signal
@@ -47,6 +46,7 @@ from pathlib import Path
 
 import pytest
 
+from support.modules import load_module
 from support.ports import free_port
 from support.processes import ChildProcess
 
@@ -55,15 +55,8 @@ SUITE_DIR = TESTS_DIR / "jupyterhub_suite"
 HUB_TESTS_DIR = TESTS_DIR / "hub"
 
 
-def _load_plugin():
-    """The vendored plugin module, without putting its directory on our sys.path."""
-    spec = importlib.util.spec_from_file_location("_jh_proxy_plugin", SUITE_DIR / "jh_proxy_plugin.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-jh_proxy_plugin = _load_plugin()
+# the vendored plugin, without putting its directory on our sys.path
+jh_proxy_plugin = load_module("_jh_proxy_plugin", SUITE_DIR / "jh_proxy_plugin.py")
 
 #: child runs at once. 1 by default: two at a time on 2 cores halves the
 #: time but JupyterHub's internal_ssl tests then see mock servers start past

@@ -8,11 +8,13 @@ per-repetition ratios (both candidates measured in the same repetition,
 minutes apart at most), which is what stays stable on a noisy machine.
 """
 
-import importlib.util
 import json
 import os
 import statistics
 from dataclasses import dataclass
+
+import _tests_on_path  # noqa: F401
+from support.modules import load_module
 
 CANDIDATES = ("direct", "chp", "relay", "inprocess")
 # The paired ratios, (numerator, denominator); a table row has each as "numerator/denominator".
@@ -126,17 +128,12 @@ def table_rows(samples, metrics=METRICS):
     return rows
 
 
-def _load_figure_format():
-    """docs/_ext/benchmark_format.py, by path: the docs' pages print figures the same way, and the
-    docs build must not import the test tree, so the shared formatting lives there."""
-    path = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "docs", "_ext", "benchmark_format.py")
-    spec = importlib.util.spec_from_file_location("benchmark_format", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-FIGURE_COLUMNS = _load_figure_format().FIGURE_COLUMNS
+# The figures are formatted as the docs' benchmark pages format them: the docs build must not
+# import the test tree, so the shared formatting lives in docs/_ext/benchmark_format.py.
+FIGURE_COLUMNS = load_module(
+    "benchmark_format",
+    os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "docs", "_ext", "benchmark_format.py"),
+).FIGURE_COLUMNS
 HEADER = ("metric", *(header for header, _, _ in FIGURE_COLUMNS), "goal", "result")
 
 

@@ -7,6 +7,7 @@
   process a child started, even those that left its process group.
 - ``tls``: a test CA and server certificates for 127.0.0.1, and SSL contexts.
 - ``hub``: one JupyterHub process from a generated config on free ports.
+- ``modules``: loading a module from its file path.
 
 Nothing here imports ``inprocess_proxy``. Linux only (``/proc``, ``prctl``).
 
