@@ -395,7 +395,9 @@ class BenchmarkCharts(_BenchmarkDirective):
                 items += item
             result.append(items)
         else:
-            result.append(docnodes.paragraph("None: no failed runs, non-2xx/3xx responses, socket errors or logged warnings."))
+            result.append(
+                docnodes.paragraph("None: no failed runs, non-2xx/3xx responses, socket errors or logged warnings.")
+            )
         return result
 
 
