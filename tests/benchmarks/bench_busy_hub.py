@@ -640,13 +640,22 @@ def run_metadata(args):
     }
 
 
+# The defaults of --reps, --seconds and --warmup; --quick's, unless given.
+FULL = {"reps": 3, "seconds": 8, "warmup": 2}
+QUICK = {"reps": 1, "seconds": 3, "warmup": 1}
+
+
 def parse_args():
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    parser.add_argument("--seconds", type=int, default=8, help="seconds per measured phase")
-    parser.add_argument("--reps", type=int, default=3, help="repetitions (a fresh Hub per candidate each)")
-    parser.add_argument("--warmup", type=int, default=2, help="seconds of unrecorded busy load per Hub first")
+    parser.add_argument("--seconds", type=int, default=argparse.SUPPRESS, help=f"seconds per measured phase (default: {FULL['seconds']})")
+    parser.add_argument(
+        "--reps", type=int, default=argparse.SUPPRESS, help=f"repetitions, a fresh Hub per candidate each (default: {FULL['reps']})"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=argparse.SUPPRESS, help=f"seconds of unrecorded busy load per Hub first (default: {FULL['warmup']})"
+    )
     parser.add_argument("--users", type=int, default=2000, help="users in the Hub's database")
     parser.add_argument("--candidates", default=",".join(CANDIDATES), help=f"subset of {','.join(CANDIDATES)}")
     parser.add_argument("--api-clients", type=int, default=3, help="connections looping GET " + API_PATH)
@@ -656,15 +665,18 @@ def parse_args():
     parser.add_argument(
         "--gc-log", action="store_true", help=f"log Hub GC pauses and probe requests of {SLOW_MS} ms or more"
     )
-    parser.add_argument("--quick", action="store_true", help="smoke run: --reps 1 --seconds 3 --warmup 1")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: " + " ".join(f"--{k} {v}" for k, v in QUICK.items())
+    )
     parser.add_argument(
         "--json", default=os.path.join(HERE, "results", "busy_hub.json"), help="where to write raw results"
     )
     parser.add_argument("--node-modules", default=os.path.join(HERE, "node_modules"), help="setup.sh's CHP")
     parser.add_argument("--keep-logs", action="store_true", help="keep the temp dir with every process's log")
     args = parser.parse_args()
-    if args.quick:
-        args.reps, args.seconds, args.warmup = 1, 3, 1
+    for name, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
     args.candidates = [n.strip() for n in args.candidates.split(",") if n.strip()]
     unknown = [n for n in args.candidates if n not in CANDIDATES]
     if unknown:
