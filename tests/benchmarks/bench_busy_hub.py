@@ -649,13 +649,15 @@ def parse_args():
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    parser.add_argument("--seconds", type=int, default=argparse.SUPPRESS, help=f"seconds per measured phase (default: {FULL['seconds']})")
-    parser.add_argument(
-        "--reps", type=int, default=argparse.SUPPRESS, help=f"repetitions, a fresh Hub per candidate each (default: {FULL['reps']})"
-    )
-    parser.add_argument(
-        "--warmup", type=int, default=argparse.SUPPRESS, help=f"seconds of unrecorded busy load per Hub first (default: {FULL['warmup']})"
-    )
+    helps = {
+        "seconds": "seconds per measured phase",
+        "reps": "repetitions, a fresh Hub per candidate each",
+        "warmup": "seconds of unrecorded busy load per Hub first",
+    }
+    for name, text in helps.items():
+        # No argparse default: --quick picks it (see FULL and QUICK).
+        text = f"{text} (default: {FULL[name]})"
+        parser.add_argument(f"--{name}", type=int, default=argparse.SUPPRESS, help=text)
     parser.add_argument("--users", type=int, default=2000, help="users in the Hub's database")
     parser.add_argument("--candidates", default=",".join(CANDIDATES), help=f"subset of {','.join(CANDIDATES)}")
     parser.add_argument("--api-clients", type=int, default=3, help="connections looping GET " + API_PATH)
