@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 from .errors import UpstreamError
 from .http1 import reason_phrase
-from .upstream import parse_target
+from .targets import parse_target
 
 __all__ = ["ErrorPages"]
 

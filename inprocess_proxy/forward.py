@@ -3,9 +3,9 @@
 The only place where errors become responses.
 
 Strategy: a ``ClientConnection`` is an ``asyncio.Protocol`` fed by llhttp
-(httptools). Each request becomes an ``Exchange``, which picks a pooled
-upstream connection (or opens one) and is that connection's *sink* for the
-response. Everything is callback-driven: a request on a pooled connection
+(httptools). Each request becomes an ``Exchange``, which asks
+``dispatch.route_request`` what to do with it, then picks a pooled upstream
+connection (or opens one) and is that connection's ``upstream.ResponseSink``. Everything is callback-driven: a request on a pooled connection
 creates no task and no future. Bytes produced while parsing one read are
 gathered and written once after the read, so a small request or response is
 one ``send()`` per leg.
@@ -18,29 +18,32 @@ reasons are bits of ``read_blocks`` so one ending never resumes another's.
 
 Timeouts are deadlines checked by the server's sweeper (``server.py``), so the
 hot path sets a number instead of arming a timer.
+
+A client that closes its connection (or sends FIN: node's HTTP server and
+nginx take a half-close the same way) abandons its request: the target
+connection carrying it is aborted at once, since it cannot be reused
+mid-response, and the abort is counted (``ProxyStats.client_aborts``).
 """
 
 import asyncio
 import time
 from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
 
+from .activity import ActivityTracker
+from .dispatch import Answer, ErrorPage, route_request
+from .errorpages import ErrorPages
 from .errors import BadUpstreamResponse, UpstreamTimeout, UpstreamUnreachable
-from .http1 import (
-    CHUNKED_BODY,
-    LAST_CHUNK,
-    NO_BODY,
-    forwarded_request_head,
-    raw_response_head,
-    reason_phrase,
-    request_host,
-    response_head,
-    simple_response,
-)
-from .routes import split_host, split_path
+from .http1 import CHUNKED_BODY, LAST_CHUNK, NO_BODY, encode_chunk, raw_response_head, reason_phrase, response_head, simple_response
+from .metrics import ProxyStats
+from .options import ProxyOptions
+from .routes import RouteTrie
+from .upstream import UpstreamPool
 
-__all__ = ["ClientConnection", "Exchange", "RequestRejected"]
+__all__ = ["ClientConnection", "Exchange", "ExchangeContext", "RequestRejected"]
 
 # why reading from a client is paused (bits of ClientConnection.read_blocks)
 _BLOCKED_BY_UPSTREAM = 1  # the target's write buffer is full
@@ -51,13 +54,37 @@ _BLOCKED_BY_CONNECT = 4  # a request body piles up while the target connection o
 #: (asyncio reads at most 256 KiB at a time, so this is one read)
 _MAX_BUFFERED_BODY = 256 * 1024
 
+#: seconds a rejected client's further bytes are read and dropped after the
+#: answer, so that closing with unread bytes (which makes the kernel send a
+#: reset) cannot destroy the answer before the client reads it; nginx's
+#: lingering_timeout is 5 s, and a client writing a too-large head stops
+#: as soon as it reads the answer
+LINGER_SECONDS = 2.0
+
 #: RFC 9110 9.2.2: a request with these methods may be sent again
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 
 #: refused and missing-socket errors: the target is not listening (yet)
 _NOT_LISTENING = (ConnectionRefusedError, FileNotFoundError)
 
-_TEXT = b"text/plain; charset=utf-8"
+
+@dataclass(frozen=True)
+class ExchangeContext:
+    """What exchanges work with besides their client: one per listener."""
+
+    trie: RouteTrie
+    pool: UpstreamPool
+    activity: ActivityTracker
+    error_pages: ErrorPages
+    stats: ProxyStats
+    options: ProxyOptions
+    log: object
+    #: ``access_log(exchange, seconds)`` for every answered request, or None
+    access_log: Optional[Callable]
+    #: the listener speaks TLS (X-Forwarded-Proto/Port)
+    tls: bool
+    #: ``start_tunnel(client, upstream_conn, routespec, rest)`` after a 101
+    start_tunnel: Callable
 
 
 class RequestRejected(Exception):
@@ -71,11 +98,11 @@ class RequestRejected(Exception):
 class ClientConnection(asyncio.Protocol):
     """One connection from a client: a sequence of exchanges, or a tunnel."""
 
-    def __init__(self, server):
+    def __init__(self, server, context):
         # Per-connection state
         self.server = server
-        self.options = server.options
-        self.stats = server.stats
+        self.context = context
+        self.options = context.options
         self.transport = None
         self.parser = HttpRequestParser(self)
         #: the client's IP as bytes (b"" on a unix socket)
@@ -83,6 +110,8 @@ class ClientConnection(asyncio.Protocol):
         self.closed = False
         #: no further requests will be read (error, Connection: close, stop)
         self.closing = False
+        #: answered and half-closed: what still arrives is dropped (see linger)
+        self.lingering = False
         #: bits saying why reading is paused (see _BLOCKED_BY_*)
         self.read_blocks = 0
         #: the client's write buffer is full
@@ -138,14 +167,14 @@ class ClientConnection(asyncio.Protocol):
         self.exchange = self.reading = self.waiting = None
 
     def eof_received(self):
-        # a client may half-close after its request: answer it, then close;
-        # but a request still arriving can never complete: drop it
+        # the client left (see the module docstring): closing the transport
+        # calls connection_lost, which abandons every exchange
         self.closing = True
-        if self.exchange is None or self.reading is not None:
-            return False
-        return True
+        return False
 
     def data_received(self, data):
+        if self.lingering:
+            return
         if self.upgrade_rest is not None:
             self._buffer_upgrade_data(data)
             return
@@ -159,7 +188,7 @@ class ClientConnection(asyncio.Protocol):
             if isinstance(cause, RequestRejected):
                 self.reject(cause.status, str(cause))
             else:
-                self.server.log.error("Proxy error while reading a request", exc_info=cause or e)
+                self.context.log.error("Proxy error while reading a request", exc_info=cause or e)
                 self.reject(500, "proxy error")
             return
         except HttpParserError as e:
@@ -179,13 +208,13 @@ class ClientConnection(asyncio.Protocol):
         self.write_paused = True
         exchange = self.exchange
         if exchange is not None and exchange.upstream is not None:
-            exchange.upstream.transport.pause_reading()
+            exchange.upstream.pause_reading()
 
     def resume_writing(self):
         self.write_paused = False
         exchange = self.exchange
         if exchange is not None and exchange.upstream is not None:
-            exchange.upstream.transport.resume_reading()
+            exchange.upstream.resume_reading()
 
     # --- llhttp callbacks ---------------------------------------------------
 
@@ -283,10 +312,14 @@ class ClientConnection(asyncio.Protocol):
         elif not self.in_head:
             self.deadline = time.monotonic() + self.options.client_keep_alive_timeout
 
-    def reject(self, status, reason):
-        """Answer a request the proxy cannot read, then close the connection."""
+    def reject(self, status, reason, *, linger=True):
+        """Answer a request the proxy cannot read, then close the connection.
+
+        ``linger``: the client may still be sending what was refused (see
+        ``linger()``); a client too slow to send its head is just closed.
+        """
         self.closing = True
-        self.server.log.debug("Rejecting request from %s: %d %s", self.peer, status, reason)
+        self.context.log.debug("Rejecting request from %s: %d %s", self.peer, status, reason)
         exchange = self.exchange
         if exchange is not None and exchange.response_started:
             # a response is on its way; the connection ends with it
@@ -294,16 +327,43 @@ class ClientConnection(asyncio.Protocol):
             return
         for pending in (exchange, self.reading, *(self.waiting or ())):
             if pending is not None:
-                pending.client_lost()
+                pending.abandon()
         self.exchange = self.reading = self.waiting = None
         head_request = self.parser.get_method() == b"HEAD"
         self.write(simple_response(status, b"%d %s\n" % (status, reason_phrase(status)), head=head_request))
-        self.close()
+        if linger:
+            self.linger()
+        else:
+            self.close()
+
+    def linger(self):
+        """Half-close after an answer, drop what the client still sends, close at LINGER_SECONDS.
+
+        The client may still be sending the head or body the proxy refused;
+        closing now, with its bytes unread, would reset the connection and
+        can destroy the answer in the client's receive buffer.
+        """
+        transport = self.transport
+        if self.closed or not transport.can_write_eof():
+            # TLS cannot half-close; nothing better than closing is possible
+            self.close()
+            return
+        self.lingering = self.closing = True
+        transport.write_eof()
+        self.read_blocks = 0
+        transport.resume_reading()
+        self.deadline = time.monotonic() + LINGER_SECONDS
 
     def close(self):
         if not self.closed:
             self.closing = True
             self.transport.close()
+
+    def shutdown(self):
+        """The server stops: finish the exchange in flight, then close; idle, close now."""
+        self.closing = True
+        if self.exchange is None and self.reading is None:
+            self.close()
 
     def check_timeouts(self, now):
         """Called by the sweeper: enforce header and keep-alive deadlines."""
@@ -311,8 +371,8 @@ class ClientConnection(asyncio.Protocol):
         if exchange is not None:
             exchange.check_timeouts(now)
         elif self.reading is None and now > self.deadline:
-            if self.in_head and (self.head_size or self.head_bytes):
-                self.reject(408, "request head not received in time")
+            if self.in_head and (self.head_size or self.head_bytes) and not self.lingering:
+                self.reject(408, "request head not received in time", linger=False)
             else:
                 self.close()
 
@@ -330,6 +390,7 @@ class Exchange:
 
     __slots__ = (
         "client",
+        "context",
         "method",
         "target",
         "headers",
@@ -354,12 +415,13 @@ class Exchange:
         "moved",
         "idle_since",
         "status",
-        "outcome",
+        "decision",
         "started",
     )
 
     def __init__(self, client, method, target, headers, *, keep_alive, http10, upgrade):
         self.client = client
+        self.context = client.context
         self.method = method
         self.target = target
         self.headers = headers
@@ -397,88 +459,56 @@ class Exchange:
         self.moved = False
         self.idle_since = 0.0
         self.status = 0
-        #: what prepare() decided to answer without a target: (status, body,
-        #: content type) for a local answer, (status, None, None) for an error
-        self.outcome = None
+        #: what dispatch.route_request decided (set by prepare())
+        self.decision = None
         #: wall-clock time the head was parsed (activity, duration, access log)
         self.started = time.time()
 
     # --- request side -------------------------------------------------------
 
     def prepare(self):
-        """Route the request and build the head for its target; no I/O.
+        """Decide what to do with the request and queue its head; no I/O.
 
         Runs as soon as the head is parsed, even for a pipelined request that
         waits its turn, so its body can be framed while it arrives.
         """
         client = self.client
-        server = client.server
-        target = self.target
-        if target[:1] != b"/" or self.method == b"CONNECT":
-            # absolute-form, authority-form (CONNECT) and asterisk-form: a
-            # reverse proxy routes origin-form paths only (docs/design.md)
-            self.outcome = (400, b"400 Bad Request\n", _TEXT)
-            return
-        try:
-            host = request_host(self.headers)
-        except ValueError:
-            host = None
-        if host is None and not self.http10:
-            # RFC 9112 3.2: no Host, or several, in an HTTP/1.1 request is a 400
-            self.outcome = (400, b"400 Bad Request\n", _TEXT)
-            return
-        path = target.partition(b"?")[0].decode("utf-8", "surrogateescape")
-        if path == client.options.health_check_path:
-            self.outcome = (200, b'{"status": "OK"}', b"application/json")
-            return
-        try:
-            segments = split_path(path)
-        except ValueError:
-            self.outcome = (400, b"400 Bad Request\n", _TEXT)
-            return
-        routes = server.routes
-        if routes.host_routing:
-            segments.insert(0, split_host((host or b"").decode("latin-1")))
-        route = routes.match(segments)
-        if route is None:
-            self.outcome = (404, None, None)
-            return
-        self.route = route
-        if self.upgrade:
-            upgrade = _header(self.headers, b"upgrade")
-            if upgrade is not None and upgrade.lower() == b"websocket" and self.method == b"GET":
-                self.websocket = upgrade
-            self.keep_alive = False
-        endpoint = route.endpoint
-        self.head, self.body = forwarded_request_head(
+        context = self.context
+        decision = route_request(
             self.method,
-            endpoint.prefix + target if endpoint.prefix else target,
+            self.target,
             self.headers,
+            http10=self.http10,
+            upgrade=self.upgrade,
+            trie=context.trie,
+            health_check_path=context.options.health_check_path,
             peer=client.peer,
-            tls=server.tls,
-            websocket=self.websocket,
+            tls=context.tls,
         )
-        if self.upgrade and self.body != NO_BODY:
-            # llhttp does not parse the body of an upgrade request: its bytes
-            # would reach the target as the start of the tunnel
-            self.head = None
-            self.outcome = (400, b"400 Bad Request\n", _TEXT)
+        self.decision = decision
+        if self.upgrade:
+            self.keep_alive = False
+        if isinstance(decision, (Answer, ErrorPage)):
             return
+        self.route = decision.route
+        self.websocket = decision.websocket
+        self.head = decision.head
+        self.body = decision.body
         self.headers = None
         self.to_upstream.append(self.head)
 
     def dispatch(self):
         """Start answering: locally, with an error page, or through the target."""
-        if self.outcome is not None:
-            status, body, content_type = self.outcome
-            if body is None:
-                self.fail(status, None)
-            else:
-                self.respond_locally(status, body, content_type)
+        decision = self.decision
+        if isinstance(decision, Answer):
+            self.respond_locally(decision.status, decision.body, decision.content_type)
             return
-        conn = self.client.server.pool.take_idle(self.route.endpoint)
+        if isinstance(decision, ErrorPage):
+            self.fail(decision.status)
+            return
+        conn = self.context.pool.take_idle(self.route.endpoint)
         if conn is not None:
-            self.attach(conn)
+            self.send_on(conn)
         else:
             self.connecting = asyncio.ensure_future(self.connect())
 
@@ -487,9 +517,9 @@ class Exchange:
             # no target takes it (client gone, local answer, answered early)
             return
         self.moved = True
-        self.client.stats.bytes_in += len(chunk)
+        self.context.stats.bytes_in += len(chunk)
         if self.body == CHUNKED_BODY:
-            self.to_upstream += (b"%x\r\n" % len(chunk), chunk, b"\r\n")
+            self.to_upstream += encode_chunk(chunk)
         else:
             self.to_upstream.append(chunk)
         if self.upstream is None:
@@ -517,16 +547,16 @@ class Exchange:
             self.to_upstream = []
             self.upstream.write(out[0] if len(out) == 1 else b"".join(out))
 
-    def attach(self, conn):
+    def send_on(self, conn):
         """Send the request on ``conn``."""
         self.upstream = conn
         self.connecting = None
         # activity counts once a target takes the request: the proxy's own
         # 503s for a server that is down are not activity, as with CHP
-        self.client.server.activity.last[self.route.routespec] = self.started
+        self.context.activity.last[self.route.routespec] = self.started
         conn.start(self, self.method == b"HEAD")
         if self.client.write_paused:
-            conn.transport.pause_reading()
+            conn.pause_reading()
         self.sent_at = time.monotonic()
         if self.request_done:
             conn.end_request()
@@ -536,13 +566,13 @@ class Exchange:
 
     async def connect(self):
         """Open a connection for this request, retrying while a new route's target starts."""
-        server = self.client.server
+        pool = self.context.pool
         route = self.route
-        retry_until = route.added_at + server.options.new_route_retry_period
+        retry_until = route.added_at + self.context.options.new_route_retry_period
         delay = 0.05
         while True:
             try:
-                conn = await server.pool.connect(route.endpoint)
+                conn = await pool.connect(route.endpoint)
                 break
             except UpstreamUnreachable as e:
                 if self.finished:
@@ -555,9 +585,9 @@ class Exchange:
                 self.upstream_failed(None, e)
                 return
         if self.finished:
-            server.pool.release(conn)
+            pool.release(conn)
             return
-        self.attach(conn)
+        self.send_on(conn)
         self.flush_upstream()
 
     # --- response side (the upstream connection's sink) ---------------------
@@ -591,9 +621,9 @@ class Exchange:
         if self.finished:
             return
         self.moved = True
-        self.client.stats.bytes_out += len(chunk)
+        self.context.stats.bytes_out += len(chunk)
         if self.chunked:
-            self.to_client += (b"%x\r\n" % len(chunk), chunk, b"\r\n")
+            self.to_client += encode_chunk(chunk)
         else:
             self.to_client.append(chunk)
 
@@ -629,9 +659,9 @@ class Exchange:
             self.to_upstream = [self.head]
             self.connecting = asyncio.ensure_future(self.connect())
             return
-        server = self.client.server
-        server.stats.upstream_errors[error.cause] += 1
-        server.log.warning(
+        context = self.context
+        context.stats.upstream_errors[error.cause] += 1
+        context.log.warning(
             "Proxy error on %s -> %s: %s: %s",
             self.route.routespec,
             self.route.target,
@@ -644,7 +674,7 @@ class Exchange:
             self.finished = True
             self.client.close()
             return
-        self.fail(error.status_hint, error)
+        self.fail(error.status_hint)
 
     def upstream_upgraded(self, conn, rest):
         if self.finished or self.status != 101 or not self.websocket:
@@ -657,7 +687,7 @@ class Exchange:
         self.flush()
         self.finished = True
         self._count(time.time(), touch_route=True)
-        self.client.server.start_tunnel(self.client, conn, self.route.routespec, rest)
+        self.context.start_tunnel(self.client, conn, self.route.routespec, rest)
 
     def upstream_write_paused(self):
         self.client.block(_BLOCKED_BY_UPSTREAM)
@@ -670,12 +700,12 @@ class Exchange:
     def _count(self, now, touch_route):
         """Record an answered request: activity (``touch_route``: the target
         answered), metrics and the access log."""
-        server = self.client.server
+        context = self.context
         if touch_route:
-            server.activity.last[self.route.routespec] = now
-        server.stats.request_done(1 if self.websocket else 0, self.status, now - self.started)
-        if server.access_log is not None:
-            server.access_log(self, now - self.started)
+            context.activity.last[self.route.routespec] = now
+        context.stats.request_done(1 if self.websocket else 0, self.status, now - self.started)
+        if context.access_log is not None:
+            context.access_log(self, now - self.started)
 
     def _response_complete(self, touch_route):
         self._count(time.time(), touch_route)
@@ -689,8 +719,8 @@ class Exchange:
         # else: answered before the request ended; request_complete() goes on
         # once the rest of the body has been read and dropped
 
-    def respond_locally(self, status, body, content_type=b"text/plain; charset=utf-8"):
-        """Answer without a target (health check, rejected target forms)."""
+    def respond_locally(self, status, body, content_type):
+        """Answer without a target (health check, requests the proxy will not route)."""
         self.response_started = True
         self.status = status
         keep_alive = self.keep_alive and not self.client.closing and status < 400
@@ -700,19 +730,19 @@ class Exchange:
         )
         self._response_complete(touch_route=False)
 
-    def fail(self, status, error):
+    def fail(self, status):
         """Answer with an error: a bare status for websockets, else the Hub's page."""
         self.response_started = True
         self.status = status
         if self.websocket or self.upgrade:
             self.keep_alive = False
-            self.client.write(b"HTTP/1.1 %d %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n" % (status, reason_phrase(status)))
+            self.client.write(simple_response(status, b"", b""))
             self._response_complete(touch_route=False)
             return
         self.connecting = asyncio.ensure_future(self._send_error_page(status))
 
     async def _send_error_page(self, status):
-        content_type, body = await self.client.server.error_pages.render(status, self.target)
+        content_type, body = await self.context.error_pages.render(status, self.target)
         self.connecting = None
         if self.finished:
             return
@@ -723,7 +753,13 @@ class Exchange:
         self._response_complete(touch_route=False)
 
     def client_lost(self):
-        """The client went away: drop the target connection unless it is reusable."""
+        """The client went away: a request not yet answered is abandoned, and counted."""
+        if not self.finished and self.route is not None and not self.response_done:
+            self.context.stats.client_aborts += 1
+        self.abandon()
+
+    def abandon(self):
+        """Stop relaying: drop the target connection, which cannot be reused mid-response."""
         if self.finished:
             return
         self.finished = True
@@ -738,12 +774,12 @@ class Exchange:
         """Called by the sweeper for the exchange being answered."""
         if self.finished:
             return
-        options = self.client.options
+        options = self.context.options
         if self.moved:
             self.moved = False
             self.idle_since = now
             if self.route is not None:
-                self.client.server.activity.last[self.route.routespec] = time.time()
+                self.context.activity.last[self.route.routespec] = time.time()
             return
         conn = self.upstream
         if conn is not None and not self.response_started and self.request_done:
@@ -758,12 +794,4 @@ class Exchange:
                 self.upstream_failed(None, UpstreamTimeout(f"no data for {options.idle_timeout:g}s"))
             else:
                 self.client.close()
-
-
-def _header(headers, lname):
-    """The value of the first header named ``lname`` (lower case), or None."""
-    for name, value in headers:
-        if name.lower() == lname:
-            return value
-    return None
 

@@ -17,6 +17,7 @@ __all__ = [
     "connection_tokens",
     "encode_chunk",
     "forwarded_request_head",
+    "header_value",
     "raw_response_head",
     "request_host",
     "NO_BODY",
@@ -26,6 +27,7 @@ __all__ = [
     "reason_phrase",
     "response_head",
     "simple_response",
+    "TEXT_PLAIN",
 ]
 
 #: RFC 9110 7.6.1 and RFC 2616 13.5.1: meaningful for one connection only.
@@ -47,6 +49,9 @@ HOP_BY_HOP = frozenset(
 
 LAST_CHUNK = b"0\r\n\r\n"
 
+#: the content type of the proxy's own short answers
+TEXT_PLAIN = b"text/plain; charset=utf-8"
+
 
 #: headers a ``Connection`` token may not remove: without them a message
 #: loses its framing (Content-Length) or, upstream, its Host (RFC 9110 7.6.1
@@ -65,8 +70,12 @@ def _removable(listed):
 
 
 def encode_chunk(data):
-    """One chunk of a chunked body (RFC 9112 7.1)."""
-    return b"%x\r\n%s\r\n" % (len(data), data)
+    """One chunk of a chunked body (RFC 9112 7.1), as the three parts to write.
+
+    Parts, not one bytes object: the data path appends them to the pieces of
+    one write, so a chunk's data is copied once, by that write's join.
+    """
+    return (b"%x\r\n" % len(data), data, b"\r\n")
 
 
 def reason_phrase(status):
@@ -110,8 +119,21 @@ def request_host(headers):
     return host
 
 
-def _drop_listed(headers, listed):
-    return [(name, value) for name, value in headers if name.lower() not in listed]
+def header_value(headers, lname):
+    """The value of the first header named ``lname`` (lower case), or None."""
+    for name, value in headers:
+        if name.lower() == lname:
+            return value
+    return None
+
+
+def _without_listed(headers, listed):
+    """``headers`` less those a ``Connection`` header named (and may remove)."""
+    if listed:
+        removable = _removable(listed)
+        if removable:
+            return [(name, value) for name, value in headers if name.lower() not in removable]
+    return headers
 
 
 #: how a request body is framed, as ``forwarded_request_head`` reports it
@@ -173,10 +195,7 @@ def forwarded_request_head(method, target, headers, *, peer, tls, websocket=None
         elif lname == b"x-forwarded-host":
             has_forwarded_host = True
         kept.append((name, value))
-    if listed:
-        removable = _removable(listed)
-        if removable:
-            kept = _drop_listed(kept, removable)
+    kept = _without_listed(kept, listed)
 
     parts = [method, b" ", target, b" HTTP/1.1\r\n"]
     for name, value in kept:
@@ -228,10 +247,7 @@ def response_head(status, reason, headers, *, no_body, keep_alive, http10):
         if lname == b"content-length":
             has_length = True
         kept.append((name, value))
-    if listed:
-        removable = _removable(listed)
-        if removable:
-            kept = _drop_listed(kept, removable)
+    kept = _without_listed(kept, listed)
     parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason or reason_phrase(status))]
     for name, value in kept:
         parts += (name, b": ", value, b"\r\n")
@@ -257,7 +273,7 @@ def raw_response_head(status, reason, headers):
     return b"".join(parts)
 
 
-def simple_response(status, body=b"", content_type=b"text/plain; charset=utf-8", *, keep_alive=False, head=False):
+def simple_response(status, body=b"", content_type=TEXT_PLAIN, *, keep_alive=False, head=False):
     """A complete response the proxy writes itself (errors, health check).
 
     ``head`` omits the body but keeps its Content-Length, as for HEAD requests.

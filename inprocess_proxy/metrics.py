@@ -1,11 +1,12 @@
-"""Prometheus metrics of the proxy, in the Hub's registry (``/hub/metrics``).
+"""Prometheus metrics of the proxy, in the process's registry (``/hub/metrics`` in a Hub).
 
 Deviation from ``prometheus_client`` objects bumped per request: a labelled
 ``Counter.inc()`` plus a ``Histogram.observe()`` take a lock each and cost a
 few microseconds, a noticeable share of a proxied request's CPU here (see
 ``docs/design.md``). Instead the data path adds to plain integers in a
-``ProxyStats`` (one per running proxy) and ``ProxyCollector`` turns them into
-metric families when the Hub's ``/metrics`` handler scrapes the registry.
+``ProxyStats`` (one per data plane) and ``ProxyCollector`` turns them into
+metric families when the registry is scraped, from a snapshot each data plane
+takes on its own thread (``plane.DataPlane.metrics_snapshot``).
 
 Names follow JupyterHub's style (``jupyterhub_proxy_...``, the
 ``JUPYTERHUB_METRICS_PREFIX`` namespace); label values come from small fixed
@@ -13,6 +14,7 @@ sets, never a user name or a path.
 """
 
 import bisect
+import copy
 import weakref
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -72,7 +74,13 @@ class ProxyStats:
         #: body bytes from clients to targets, and from targets to clients
         self.bytes_in = 0
         self.bytes_out = 0
+        #: requests whose client left before their response ended
+        self.client_aborts = 0
         self.route_ops = {op: _Histogram(ROUTE_OP_BUCKETS) for op in ROUTE_OPS}
+
+    def copy(self):
+        """An independent copy, for a consistent export while counting goes on."""
+        return copy.deepcopy(self)
 
     def request_done(self, kind, status, seconds):
         """Count one answered request (kind: index into KINDS)."""
@@ -81,22 +89,23 @@ class ProxyStats:
 
 
 class ProxyCollector(Collector):
-    """Exports the stats of every running proxy in this process.
+    """Exports the stats of every data plane in this process.
 
-    One collector is registered once per process; proxies come and go
-    (tests start many), each adding its stats and live server while it runs.
+    One collector is registered once per process; data planes come and go
+    (tests start many), each held weakly.
     """
 
     def __init__(self, prefix):
         self.prefix = prefix
-        #: InProcessProxy -> its ProxyStats (the proxy is held weakly)
-        self.sources = weakref.WeakKeyDictionary()
+        #: DataPlane objects, each with ``metrics_snapshot()``
+        self.sources = weakref.WeakSet()
 
     def _name(self, name):
         return f"{self.prefix}_proxy_{name}"
 
     def collect(self):
-        sources = [(stats, proxy) for proxy, stats in list(self.sources.items())]
+        snapshots = [plane.metrics_snapshot() for plane in list(self.sources)]
+        counted = [snapshot.stats for snapshot in snapshots]
         requests = CounterMetricFamily(
             self._name("requests"), "Requests answered by the proxy, by kind and status class", labels=["kind", "status_class"]
         )
@@ -111,6 +120,10 @@ class ProxyCollector(Collector):
         transferred = CounterMetricFamily(
             self._name("body_bytes"), "Body bytes proxied (websocket tunnel bytes included)", labels=["direction"]
         )
+        aborts = CounterMetricFamily(
+            self._name("client_aborts"),
+            "Requests whose client left before the response ended; their target connection was closed",
+        )
         route_ops = HistogramMetricFamily(
             self._name("route_operation_duration_seconds"), "Time spent in route-table operations", labels=["operation"]
         )
@@ -121,34 +134,25 @@ class ProxyCollector(Collector):
 
         for kind_index, kind in enumerate(KINDS):
             for class_index, status_class in enumerate(STATUS_CLASSES):
-                total = sum(stats.requests[kind_index][class_index] for stats, _ in sources)
+                total = sum(stats.requests[kind_index][class_index] for stats in counted)
                 requests.add_metric([kind, status_class], total)
-            merged = _merge([stats.durations[kind_index] for stats, _ in sources], DURATION_BUCKETS)
+            merged = _merge([stats.durations[kind_index] for stats in counted], DURATION_BUCKETS)
             durations.add_metric([kind], merged.cumulative(), merged.total)
         for cause in CAUSES:
-            errors.add_metric([cause], sum(stats.upstream_errors[cause] for stats, _ in sources))
-        transferred.add_metric(["in"], sum(stats.bytes_in for stats, _ in sources))
-        transferred.add_metric(["out"], sum(stats.bytes_out for stats, _ in sources))
+            errors.add_metric([cause], sum(stats.upstream_errors[cause] for stats in counted))
+        transferred.add_metric(["in"], sum(stats.bytes_in for stats in counted))
+        transferred.add_metric(["out"], sum(stats.bytes_out for stats in counted))
+        aborts.add_metric([], sum(stats.client_aborts for stats in counted))
         for op in ROUTE_OPS:
-            merged = _merge([stats.route_ops[op] for stats, _ in sources], ROUTE_OP_BUCKETS)
+            merged = _merge([stats.route_ops[op] for stats in counted], ROUTE_OP_BUCKETS)
             route_ops.add_metric([op], merged.cumulative(), merged.total)
 
-        idle = busy = client_count = tunnel_count = route_count = 0
-        for _, proxy in sources:
-            route_count += len(proxy.routes)
-            server = proxy.server
-            if server is not None:
-                client_count += len(server.clients)
-                tunnel_count += len(server.tunnels)
-                idle_now = sum(len(stack) for stack in server.pool.idle.values())
-                idle += idle_now
-                busy += len(server.pool) - idle_now
-        clients.add_metric([], client_count)
-        tunnels.add_metric([], tunnel_count)
-        pooled.add_metric(["idle"], idle)
-        pooled.add_metric(["busy"], busy)
-        routes.add_metric([], route_count)
-        yield from (requests, durations, errors, transferred, route_ops, clients, tunnels, pooled, routes)
+        clients.add_metric([], sum(snapshot.clients for snapshot in snapshots))
+        tunnels.add_metric([], sum(snapshot.tunnels for snapshot in snapshots))
+        pooled.add_metric(["idle"], sum(snapshot.idle_upstreams for snapshot in snapshots))
+        pooled.add_metric(["busy"], sum(snapshot.busy_upstreams for snapshot in snapshots))
+        routes.add_metric([], sum(snapshot.routes for snapshot in snapshots))
+        yield from (requests, durations, errors, transferred, aborts, route_ops, clients, tunnels, pooled, routes)
 
 
 def _merge(histograms, bounds):
@@ -163,14 +167,14 @@ def _merge(histograms, bounds):
 _collector = None
 
 
-def register(proxy, stats, prefix):
-    """Export ``stats`` and ``proxy``'s live gauges in the default registry.
+def register(plane, prefix, registry=REGISTRY):
+    """Export ``plane``'s metrics in ``registry`` (the Hub serves the default one at ``/hub/metrics``).
 
-    The Hub serves that registry at ``/hub/metrics``. ``prefix`` is the
-    Hub's ``metrics_prefix``; the first proxy registered in a process sets it.
+    ``prefix`` is the Hub's ``metrics_prefix`` (``jupyterhub``); the first
+    data plane registered in a process sets it.
     """
     global _collector
     if _collector is None:
         _collector = ProxyCollector(prefix)
-        REGISTRY.register(_collector)
-    _collector.sources[proxy] = stats
+        registry.register(_collector)
+    _collector.sources.add(plane)

@@ -1,9 +1,9 @@
 """Settings of the data path, as one frozen object.
 
-``proxy.InProcessProxy`` owns the traitlets (help text, validation, config
-files); the modules below it get this plain parameter object instead, as
-tornado's ``HTTP1ConnectionParameters`` does, so they never import traitlets.
-Defaults here are the traits' defaults; ``docs/configuration.md`` explains each.
+Front-ends turn their configuration into this plain parameter object, as
+tornado's ``HTTP1ConnectionParameters`` does, so the data plane never imports
+traitlets. The defaults written here are the only copy: ``proxy.InProcessProxy``
+builds its traits from them, and ``docs/configuration.md`` shows them.
 """
 
 from dataclasses import dataclass
@@ -43,3 +43,5 @@ class ProxyOptions:
     max_client_connections: int = 10000
     #: path answered by the proxy itself, before routing
     health_check_path: str = "/_chp_healthz"
+    #: seconds in-flight requests may take to finish when the proxy stops
+    stop_timeout: float = 5.0

@@ -1,33 +1,41 @@
-"""InProcessProxy: JupyterHub's Proxy API on an in-memory route table.
+"""InProcessProxy: JupyterHub's Proxy API, the Hub plugin face of the data plane.
 
 The only module that imports JupyterHub or traitlets. It turns configuration
-into a ``ProxyOptions`` object for the data path, keeps the route table (which
-works before ``start()`` and after ``stop()``, because the Hub calls the route
-API then too) and starts and stops the listener inside the Hub's event loop.
+into a ``ProxyOptions`` object and drives a ``plane.DataPlane``: routes (which
+work before ``start()`` and after ``stop()``, because the Hub calls the route
+API then too), the listener on a thread of its own or on the Hub's loop, and
+metrics in the Hub's registry.
 """
 
+import dataclasses
 import logging
 import ssl
-import time
+import sys
 
 from jupyterhub.log import _scrub_uri
 from jupyterhub.metrics import metrics_prefix
 from jupyterhub.proxy import Proxy
 from jupyterhub.utils import make_ssl_context
-from traitlets import Bool, Float, Integer, TraitError, Unicode, observe, validate
+from traitlets import Bool, Enum, Float, Integer, TraitError, Unicode, observe, validate
 
 from . import metrics
-from .activity import ActivityTracker, isoformat
+from .loopthread import loop_factory
 from .options import ProxyOptions
-from .routes import RouteTrie
-from .server import ProxyServer
-from .upstream import parse_target
+from .plane import DataPlane
 
 __all__ = ["InProcessProxy"]
 
+#: the data plane's defaults: the one place each is written
+_DEFAULTS = ProxyOptions()
 
-def _seconds(default_value, help):
-    return Float(default_value, config=True, help=help)
+
+def _option(trait_type, name, help):
+    """A config trait for the ProxyOptions field ``name``, with its default."""
+    return trait_type(getattr(_DEFAULTS, name), config=True, help=help)
+
+
+def _seconds(name, help):
+    return _option(Float, name, help)
 
 
 class InProcessProxy(Proxy):
@@ -41,132 +49,130 @@ class InProcessProxy(Proxy):
     """
 
     connect_timeout = _seconds(
-        10.0,
+        "connect_timeout",
         """Seconds allowed for opening a connection (TCP and TLS) to a route's target.
 
-        Default: 10 seconds. If a target does not accept in time, the client
+        If a target does not accept in time, the client
         gets a 503.
         """,
     )
     response_header_timeout = _seconds(
-        300.0,
+        "response_header_timeout",
         """Seconds a target may take to start its response (send its status line and headers).
 
-        Default: 300 seconds. Past it the client gets a 504. There is no limit
+        Past it the client gets a 504. There is no limit
         on the total time of a response: downloads and event streams live as
         long as bytes keep moving (see idle_timeout).
         """,
     )
     idle_timeout = _seconds(
-        300.0,
+        "idle_timeout",
         """Seconds a request or response body may go without a byte in either direction.
 
-        Default: 300 seconds; 0 disables. JupyterHub's spawn progress stream
+        0 disables. JupyterHub's spawn progress stream
         sends a keepalive every 8 seconds, so it is never idle this long.
         Before the response starts, response_header_timeout applies instead.
         """,
     )
     client_header_timeout = _seconds(
-        60.0,
+        "client_header_timeout",
         """Seconds a client has to send a complete request line and headers.
 
-        Default: 60 seconds. Slow or stalled clients are disconnected, so
+        Slow or stalled clients are disconnected, so
         they cannot hold connections open by dribbling headers.
         """,
     )
     client_keep_alive_timeout = _seconds(
-        75.0,
+        "client_keep_alive_timeout",
         """Seconds an idle keep-alive connection from a client is kept open.
 
-        Default: 75 seconds, longer than the 60 seconds of common load
-        balancers, so that the balancer, not the proxy, closes idle
+        Longer than the 60 seconds of common load balancers, so that the balancer, not the proxy, closes idle
         connections (which avoids the race that makes balancers answer 502).
         """,
     )
     upstream_keep_alive_timeout = _seconds(
-        4.0,
+        "upstream_keep_alive_timeout",
         """Seconds an idle pooled connection to a target is kept for reuse.
 
-        Default: 4 seconds, shorter than the 5 seconds of Node's HTTP server,
-        the shortest keep-alive timeout among common backends, so the proxy
+        Shorter than the 5 seconds of Node's HTTP server, the shortest keep-alive timeout among common backends, so the proxy
         closes idle connections before a backend does. If a backend closed a
         pooled connection anyway, a request with an idempotent method (GET,
         HEAD, PUT, DELETE, OPTIONS) and no body is sent again on a new one.
         """,
     )
     websocket_idle_timeout = _seconds(
-        0.0,
+        "websocket_idle_timeout",
         """Seconds a websocket tunnel may stay silent in both directions before it is closed.
 
-        Default: 0, meaning never: kernels and terminals can sit silent for
+        0 means never, the default: kernels and terminals can sit silent for
         hours and must not be cut.
         """,
     )
     new_route_retry_period = _seconds(
-        5.0,
+        "new_route_retry_period",
         """Seconds after a route is added during which a refused connection to its target is retried.
 
-        Default: 5 seconds. A server that was just started is often still
+        A server that was just started is often still
         binding its port; the request waits briefly instead of failing with
         503. Older routes fail at once.
         """,
     )
     error_page_timeout = _seconds(
-        2.0,
+        "error_page_timeout",
         """Seconds to wait for the Hub's error page (``/hub/error/<code>``).
 
-        Default: 2 seconds. Past it, or if the Hub cannot answer, the client
+        Past it, or if the Hub cannot answer, the client
         gets a short plain-text error instead.
         """,
     )
     stop_timeout = _seconds(
-        5.0,
+        "stop_timeout",
         """Seconds in-flight requests may take to finish when the Hub shuts down.
 
-        Default: 5 seconds. Websocket tunnels and idle connections are closed
+        Websocket tunnels and idle connections are closed
         at once; requests still running after this are cut.
         """,
     )
-    max_header_size = Integer(
-        65536,
-        config=True,
-        help="""Largest request head (request line and all headers) accepted, in bytes.
+    max_header_size = _option(
+        Integer,
+        "max_header_size",
+        """Largest request head (request line and all headers) accepted, in bytes.
 
-        Default: 65536 (64 KiB). Larger heads get 431.
+        Larger heads get 431.
         """,
     )
-    max_url_size = Integer(
-        16384,
-        config=True,
-        help="""Longest request target (path and query) accepted, in bytes.
+    max_url_size = _option(
+        Integer,
+        "max_url_size",
+        """Longest request target (path and query) accepted, in bytes.
 
-        Default: 16384 (16 KiB). Longer targets get 414.
+        Longer targets get 414.
         """,
     )
-    max_header_count = Integer(
-        256,
-        config=True,
-        help="""Most header fields accepted in one request.
+    max_header_count = _option(
+        Integer,
+        "max_header_count",
+        """Most header fields accepted in one request.
 
-        Default: 256. More get 431.
+        More get 431.
         """,
     )
-    max_client_connections = Integer(
-        10000,
-        config=True,
-        help="""Most client connections open at once; 0 means no limit.
+    max_client_connections = _option(
+        Integer,
+        "max_client_connections",
+        """Most client connections open at once; 0 means no limit.
 
-        Default: 10000. Connections beyond it get 503 and are closed, so a
+        Connections beyond it get 503 and are closed, so a
         flood cannot exhaust the Hub's file descriptors; a warning with the
         number refused is logged at most every 10 seconds.
         """,
     )
-    health_check_path = Unicode(
-        "/_chp_healthz",
-        config=True,
-        help="""Path the proxy answers itself with ``200 {"status": "OK"}``, before routing.
+    health_check_path = _option(
+        Unicode,
+        "health_check_path",
+        """Path the proxy answers itself with ``200 {"status": "OK"}``, before routing.
 
-        Default: ``/_chp_healthz``, the path configurable-http-proxy uses, so
+        The default, ``/_chp_healthz``, is the path configurable-http-proxy uses, so
         existing load-balancer checks keep working. Set to an empty string to
         route that path like any other.
         """,
@@ -176,8 +182,8 @@ class InProcessProxy(Proxy):
         config=True,
         help="""Permissions of the socket file when the Hub's bind_url is ``http+unix://``.
 
-        Default: 0o600 (only the Hub's user). Use 0o660 to let a front-end
-        server in the same group connect. A stale socket file left by a
+        The default lets only the Hub's user connect; use 0o660 to let a
+        front-end server in the same group connect. A stale socket file left by a
         previous run is removed at start.
         """,
     )
@@ -187,38 +193,101 @@ class InProcessProxy(Proxy):
         config=True,
         help="""Log every request the proxy answers, at debug level, in the Hub's access-log format.
 
-        Default: False. Lines look like ``200 GET /user/ann/api/status (ann@10.0.0.5) 1.52ms -> http://127.0.0.1:51234``,
+        Lines look like ``200 GET /user/ann/api/status (ann@10.0.0.5) 1.52ms -> http://127.0.0.1:51234``,
         with tokens in URLs scrubbed as the Hub scrubs its own. They appear only when the
         Hub logs at debug level (``c.JupyterHub.log_level = "DEBUG"``).
         """,
     )
 
+    thread = Bool(
+        True,
+        config=True,
+        help="""Run the data path on a thread and event loop of its own, inside the Hub's process.
+
+        Then the Hub's own work (API replies, spawns, database, garbage
+        collection) does not stall users' traffic: with a busy Hub, proxied
+        requests keep CHP-like latency. False runs the data path on the Hub's
+        event loop, one thread for everything: simpler to debug, and no GIL
+        switching between the two.
+        """,
+    )
+    event_loop = Enum(
+        ["auto", "uvloop", "asyncio"],
+        "auto",
+        config=True,
+        help="""The event loop of the proxy's thread (with ``thread = True``).
+
+        ``auto`` uses uvloop where it is installed (it is a dependency on
+        Linux and macOS; faster, see the performance page) and asyncio's own
+        loop otherwise; ``uvloop`` fails at start without it.
+        """,
+    )
+    switch_interval = Float(
+        0.0005,
+        config=True,
+        help="""Python's thread switch interval (``sys.setswitchinterval``) set at start, in seconds; 0 leaves it alone.
+
+        With ``thread = True`` the Hub and the proxy take turns holding the
+        GIL: a busy Hub thread keeps it for up to this long before the proxy's
+        thread may run, which is what a proxied request then waits. Python's
+        default of 5 ms adds up to tens of milliseconds per request under a
+        busy Hub. It is process-wide: it applies to every thread of the Hub,
+        and is logged when set. Not set with ``thread = False``.
+        """,
+    )
+
     def __init__(self, *, activity=None, **kwargs):
         """``activity``: an ActivityTracker to use (tests inject one with a clock)."""
-        # plain attributes, not traits: the route API reads them on every call
-        # and a trait lookup costs more than the trie operation itself
-        #: the route table
-        self.routes = RouteTrie()
-        #: last activity per routespec
-        self.activity = activity if activity is not None else ActivityTracker()
-        #: what the proxy counted, exported at /hub/metrics
-        self.stats = metrics.ProxyStats()
         super().__init__(**kwargs)
-        metrics.register(self, self.stats, metrics_prefix)
+        self.plane = DataPlane(
+            options=self.options(),
+            log=self.log,
+            host_routing=self.host_routing,
+            activity=activity,
+            thread=self.thread,
+            event_loop=self.event_loop,
+        )
+        #: the switch interval to restore at stop(), while ours is set
+        self._saved_switch_interval = None
+        metrics.register(self.plane, metrics_prefix)
+
+    @property
+    def routes(self):
+        """The RouteTrie requests are matched against."""
+        return self.plane.routes.trie
+
+    @property
+    def activity(self):
+        """The ActivityTracker: last activity per routespec."""
+        return self.plane.routes.activity
+
+    @property
+    def stats(self):
+        """The ProxyStats the data path counts into."""
+        return self.plane.stats
+
+    @property
+    def server(self):
+        """The running ProxyServer, or None before start() and after stop()."""
+        return self.plane.server
 
     @observe("host_routing")
     def _host_routing_changed(self, change):
-        if len(self.routes):
-            raise TraitError("host_routing cannot change once routes have been added")
-        self.routes.host_routing = change.new
+        plane = getattr(self, "plane", None)
+        if plane is not None:
+            try:
+                plane.routes.host_routing = change.new
+            except ValueError as e:
+                raise TraitError(str(e)) from None
 
     @validate("should_start")
     def _validate_should_start(self, proposal):
         if not proposal.value:
             raise TraitError(
                 "InProcessProxy runs inside the Hub and only the Hub can start it, so"
-                " Proxy.should_start = False is not supported. To manage the proxy"
-                " separately, use ConfigurableHTTPProxy or traefik-proxy instead."
+                " Proxy.should_start = False is not supported. To run the proxy as its"
+                " own process, use ConfigurableHTTPProxy with the inprocess-proxy command"
+                " (docs: 'Run it as its own process')."
             )
         return proposal.value
 
@@ -245,32 +314,24 @@ class InProcessProxy(Proxy):
         "new_route_retry_period",
         "error_page_timeout",
         "stop_timeout",
+        "switch_interval",
     )
     def _validate_seconds(self, proposal):
         if proposal.value < 0:
             raise TraitError(f"{proposal.trait.name} must be 0 or more seconds, not {proposal.value}")
         return proposal.value
 
-    _server = None
+    @validate("event_loop")
+    def _validate_event_loop(self, proposal):
+        try:
+            loop_factory(proposal.value)
+        except ValueError as e:
+            raise TraitError(f"event_loop: {e}") from None
+        return proposal.value
 
     def options(self):
         """The data path's settings, from the current configuration."""
-        return ProxyOptions(
-            connect_timeout=self.connect_timeout,
-            response_header_timeout=self.response_header_timeout,
-            idle_timeout=self.idle_timeout,
-            client_header_timeout=self.client_header_timeout,
-            client_keep_alive_timeout=self.client_keep_alive_timeout,
-            upstream_keep_alive_timeout=self.upstream_keep_alive_timeout,
-            websocket_idle_timeout=self.websocket_idle_timeout,
-            new_route_retry_period=self.new_route_retry_period,
-            error_page_timeout=self.error_page_timeout,
-            max_header_size=self.max_header_size,
-            max_url_size=self.max_url_size,
-            max_header_count=self.max_header_count,
-            max_client_connections=self.max_client_connections,
-            health_check_path=self.health_check_path,
-        )
+        return ProxyOptions(**{field.name: getattr(self, field.name) for field in dataclasses.fields(ProxyOptions)})
 
     def _upstream_ssl_context(self):
         """TLS settings for https targets: internal_ssl's client identity, or the system CAs."""
@@ -298,32 +359,43 @@ class InProcessProxy(Proxy):
         return self.hub.url.rstrip("/") + "/error/"
 
     async def start(self):
-        """Listen on ``public_url`` inside the Hub's event loop.
+        """Listen on ``public_url``, on the proxy's own thread (or the Hub's loop).
 
         Returns once the listener is bound. Raises OSError naming the address
         when it cannot bind, so the Hub exits instead of running unreachable.
         """
-        if self._server is not None:
+        plane = self.plane
+        if plane.server is not None:
             return
-        server = ProxyServer(
-            routes=self.routes,
-            activity=self.activity,
-            stats=self.stats,
-            options=self.options(),
-            log=self.log,
+        # traits may have changed since __init__
+        plane.configure(options=self.options(), thread=self.thread, event_loop=self.event_loop)
+        bound_url = await plane.start(
+            self.public_url,
+            ssl_context=self._public_ssl_context(),
+            unix_socket_mode=self.unix_socket_mode,
             upstream_ssl=self._upstream_ssl_context(),
             error_target=self._error_target(),
             access_log=self._access_logger() if self.access_log else None,
         )
-        bound_url = await server.listen(
-            self.public_url,
-            ssl_context=self._public_ssl_context(),
-            unix_socket_mode=self.unix_socket_mode,
-        )
-        self._server = server
         if bound_url != self.public_url:
             self.public_url = bound_url
-        self.log.info("InProcessProxy listening on %s", self.public_url)
+        where = "the Hub's event loop"
+        if plane.thread:
+            where = f"its own thread ({type(plane.loop_thread.loop).__module__.split('.')[0]} event loop)"
+            self._set_switch_interval()
+        self.log.info("InProcessProxy listening on %s, on %s", self.public_url, where)
+
+    def _set_switch_interval(self):
+        if not self.switch_interval:
+            return
+        self._saved_switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(self.switch_interval)
+        self.log.info(
+            "InProcessProxy set Python's thread switch interval to %gs (was %gs) for the whole process;"
+            " c.InProcessProxy.switch_interval = 0 leaves it alone",
+            self.switch_interval,
+            self._saved_switch_interval,
+        )
 
     async def stop(self):
         """Stop accepting, let in-flight requests finish (up to stop_timeout), close the rest.
@@ -331,10 +403,12 @@ class InProcessProxy(Proxy):
         Idempotent. The route table is kept: the Hub may still call the route
         API after stopping the proxy.
         """
-        server, self._server = self._server, None
-        if server is None:
+        if self.plane.server is None:
             return
-        await server.stop(self.stop_timeout)
+        await self.plane.stop(self.stop_timeout)
+        if self._saved_switch_interval is not None:
+            sys.setswitchinterval(self._saved_switch_interval)
+            self._saved_switch_interval = None
         self.log.info("InProcessProxy stopped")
 
     def _access_logger(self):
@@ -358,11 +432,6 @@ class InProcessProxy(Proxy):
 
         return log_access
 
-    @property
-    def server(self):
-        """The running ProxyServer, or None before start() and after stop()."""
-        return self._server
-
     def validate_routespec(self, routespec):
         """JupyterHub's checks, with a ValueError (not AttributeError) for a non-string."""
         if not isinstance(routespec, str):
@@ -377,71 +446,19 @@ class InProcessProxy(Proxy):
                 target; nothing is changed then.
         """
         routespec = self.validate_routespec(routespec)
-        try:
-            endpoint = parse_target(target)
-        except ValueError as e:
-            raise ValueError(f"Cannot add route {routespec!r}: {e}") from None
-        if data is None:
-            data = {}
-        elif not isinstance(data, dict):
-            raise ValueError(f"Cannot add route {routespec!r}: data must be a dict, not {data!r}")
-        started = time.perf_counter()
-        previous = self.routes.get(routespec)
-        # the Hub re-adds extra_routes on every check_routes: an unchanged
-        # target keeps its age, so its connects are not retried as a new one's
-        added_at = previous.added_at if previous is not None and previous.target == target else time.monotonic()
-        route = self.routes.add(routespec, target, dict(data), added_at)
-        route.endpoint = endpoint
-        last_activity = self.activity.isoformat(routespec)
-        if last_activity is not None:
-            # a replacement keeps the activity recorded under its routespec
-            route.listed_data = listed = route.data.copy()
-            listed["last_activity"] = last_activity
-        self.stats.route_ops["add"].observe(time.perf_counter() - started)
+        await self.plane.add_route(routespec, target, data)
         self.log.debug("Route added %s -> %s", routespec, target)
 
     async def delete_route(self, routespec):
         """Delete the route stored under exactly this routespec; absent is fine."""
         routespec = self.validate_routespec(routespec)
-        started = time.perf_counter()
-        removed = self.routes.remove(routespec)
-        self.stats.route_ops["delete"].observe(time.perf_counter() - started)
-        if removed is not None:
-            self.activity.forget(routespec)
+        if await self.plane.delete_route(routespec) is not None:
             self.log.debug("Route deleted %s", routespec)
-
-    @staticmethod
-    def _route_dict(route, activity_iso):
-        """A fresh copy of a route in the shape of ``jupyterhub.proxy.Proxy``.
-
-        ``data`` is copied one level deep: JupyterHub's route data is flat.
-        """
-        data = route.data.copy()
-        if activity_iso is not None:
-            data["last_activity"] = activity_iso
-        return {"routespec": route.routespec, "target": route.target, "data": data}
 
     async def get_all_routes(self):
         """All routes as ``{routespec: {routespec, target, data}}``, as fresh copies."""
-        started = time.perf_counter()
-        table = self.routes
-        for routespec, timestamp in self.activity.changes(table.routespecs()):
-            route = table.get(routespec)
-            route.listed_data = listed = route.data.copy()
-            listed["last_activity"] = isoformat(timestamp)
-        # the Hub lists every route each last_activity_interval: one copy of
-        # one dict per route, in a comprehension
-        routes = {
-            routespec: {"routespec": routespec, "target": route.target, "data": route.listed_data.copy()}
-            for routespec, route in table.items()
-        }
-        self.stats.route_ops["get_all"].observe(time.perf_counter() - started)
-        return routes
+        return await self.plane.get_all_routes()
 
     async def get_route(self, routespec):
         """One route as ``{routespec, target, data}``, or None."""
-        routespec = self.validate_routespec(routespec)
-        route = self.routes.get(routespec)
-        if route is None:
-            return None
-        return self._route_dict(route, self.activity.isoformat(routespec))
+        return await self.plane.get_route(self.validate_routespec(routespec))

@@ -22,30 +22,47 @@ Strategy (after configurable-http-proxy's ``lib/trie.js``):
 
 from urllib.parse import unquote
 
+from .targets import parse_target
+
 __all__ = ["Route", "RouteTrie", "split_host", "split_path", "routespec_key"]
 
 
 class Route:
-    """One entry of the table: what JupyterHub added.
+    """One entry of the table: what a front-end added, with its target parsed.
 
     Activity is not kept here but by routespec (``activity.ActivityTracker``),
     so that a tunnel opened on a route that is later replaced keeps counting
     for the route that replaced it.
     """
 
-    __slots__ = ("routespec", "target", "data", "listed_data", "added_at", "endpoint")
+    __slots__ = ("routespec", "target", "data", "endpoint", "added_at", "_listed_data")
 
     def __init__(self, routespec, target, data, added_at):
+        """Raises ValueError naming the routespec for a malformed target."""
+        try:
+            self.endpoint = parse_target(target)
+        except ValueError as e:
+            raise ValueError(f"Cannot add route {routespec!r}: {e}") from None
         self.routespec = routespec
         self.target = target
         self.data = data
-        #: ``data`` as the Hub lists it: the proxy adds ``last_activity`` here
-        #: when it changes, so a listing copies one dict per route
-        self.listed_data = data
         #: monotonic time the route was added (new routes retry connects)
         self.added_at = added_at
-        #: the parsed target (set by the proxy when it adds the route)
-        self.endpoint = None
+        #: ``data`` as listed, with ``last_activity`` once traffic is seen:
+        #: rebuilt when activity changes, so a listing copies one dict per route
+        self._listed_data = data
+
+    def record_activity(self, last_activity):
+        """Set the ISO-8601 ``last_activity`` the route is listed with."""
+        self._listed_data = listed = self.data.copy()
+        listed["last_activity"] = last_activity
+
+    def listed(self):
+        """A fresh ``{routespec, target, data}``, the shape of ``jupyterhub.proxy.Proxy``.
+
+        ``data`` is copied one level deep: route data is flat.
+        """
+        return {"routespec": self.routespec, "target": self.target, "data": self._listed_data.copy()}
 
     def __repr__(self):
         return f"<Route {self.routespec} -> {self.target}>"
@@ -200,10 +217,13 @@ class RouteTrie:
         return self._routes.get(routespec)
 
     def add(self, routespec, target, data, added_at):
-        """Add or replace the route for ``routespec``; return the new Route."""
+        """Add or replace the route for ``routespec``; return the new Route.
+
+        Raises:
+            ValueError: naming the routespec, for a malformed routespec or
+                target; nothing is changed then.
+        """
         key = routespec_key(routespec, self.host_routing)
-        if not isinstance(target, str) or not target:
-            raise ValueError(f"Invalid target {target!r} for routespec {routespec!r}")
         route = Route(routespec, target, data, added_at)
         node = self._root
         for segment in key:

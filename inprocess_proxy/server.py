@@ -1,6 +1,6 @@
 """The listener: binds the public address, tracks connections, enforces deadlines, stops.
 
-One ``ProxyServer`` exists per ``InProcessProxy.start()``. It owns the upstream
+One ``ProxyServer`` exists per start of a front-end. It owns the upstream
 pool, the error pages, the set of client connections and tunnels, and a
 sweeper task that wakes a few times a second to enforce every timeout, record
 activity of long transfers and expire idle pooled connections, so that the
@@ -16,11 +16,11 @@ import time
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .errorpages import ErrorPages
-from .forward import ClientConnection
+from .forward import ClientConnection, ExchangeContext
 from .upstream import UpstreamPool
 from .websocket import Tunnel
 
-__all__ = ["ProxyServer", "sweep_interval"]
+__all__ = ["ProxyServer"]
 
 #: seconds between warnings about connections refused at the limit, so a
 #: flood does not become a flood of log lines
@@ -49,21 +49,19 @@ class ProxyServer:
     """Serve the proxy on the running event loop.
 
     Args:
-        routes: the RouteTrie (shared with the Proxy API).
-        activity: the ActivityTracker (shared with the Proxy API).
-        stats: the metrics.ProxyStats the data path counts into.
+        routes: the RouteTable requests are matched against.
         options: ProxyOptions.
-        log: the Hub's logger.
+        log: the front-end's logger.
         upstream_ssl: SSLContext for https targets.
         error_target: ``{hub.url}error/`` or None.
         access_log: called as ``access_log(exchange, seconds)`` for every
             answered request, or None.
     """
 
-    def __init__(self, *, routes, activity, stats, options, log, upstream_ssl, error_target, access_log=None):
+    def __init__(self, *, routes, options, log, upstream_ssl, error_target, access_log=None):
         self.routes = routes
-        self.activity = activity
-        self.stats = stats
+        self.activity = routes.activity
+        self.stats = routes.stats
         self.options = options
         self.log = log
         self.access_log = access_log
@@ -76,8 +74,8 @@ class ProxyServer:
         self.error_pages = ErrorPages(self.pool, error_target, options.error_page_timeout, log)
         self.clients = set()
         self.tunnels = set()
-        #: the public listener speaks TLS (for X-Forwarded-Proto/Port)
-        self.tls = False
+        #: what client connections work with, set when the listener is bound
+        self.context = None
         self.stopping = False
         self.tick = sweep_interval(options)
         self._listener = None
@@ -116,7 +114,18 @@ class ProxyServer:
         """
         loop = asyncio.get_running_loop()
         parts = urlsplit(public_url)
-        self.tls = ssl_context is not None
+        self.context = ExchangeContext(
+            trie=self.routes.trie,
+            pool=self.pool,
+            activity=self.activity,
+            error_pages=self.error_pages,
+            stats=self.stats,
+            options=self.options,
+            log=self.log,
+            access_log=self.access_log,
+            tls=ssl_context is not None,
+            start_tunnel=self.start_tunnel,
+        )
         try:
             if parts.scheme == "http+unix":
                 path = unquote(parts.netloc)
@@ -145,7 +154,7 @@ class ProxyServer:
         return bound_url
 
     def _new_client(self):
-        return ClientConnection(self)
+        return ClientConnection(self, self.context)
 
     # --- tunnels --------------------------------------------------------------
 
@@ -156,10 +165,13 @@ class ProxyServer:
         self.tunnels.add(tunnel)
         tunnel.start(to_client=upstream_rest, to_upstream=bytes(client.upgrade_rest or b""))
 
-    def _tunnel_closed(self, tunnel):
+    def _count_tunnel_bytes(self, tunnel):
         from_client, from_target = tunnel.take_byte_counts()
         self.stats.bytes_in += from_client
         self.stats.bytes_out += from_target
+
+    def _tunnel_closed(self, tunnel):
+        self._count_tunnel_bytes(tunnel)
         self.tunnels.discard(tunnel)
         self._check_drained()
 
@@ -170,18 +182,19 @@ class ProxyServer:
     # --- deadlines ------------------------------------------------------------
 
     async def _sweep_forever(self):
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.tick)
             try:
-                self.sweep(loop.time())
+                # time.monotonic(), the clock deadlines are set by: uvloop's
+                # loop.time() is libuv's, cached per iteration in milliseconds
+                self.sweep(time.monotonic())
             except Exception:
                 self.log.exception("InProcessProxy sweep failed")
 
     def sweep(self, now):
         """Enforce timeouts, record activity of ongoing transfers, expire idle upstreams.
 
-        ``now`` is monotonic time (the loop's clock is ``time.monotonic``).
+        ``now`` is ``time.monotonic()``.
         """
         for client in list(self.clients):
             client.check_timeouts(now)
@@ -191,13 +204,10 @@ class ProxyServer:
 
     def _sweep_tunnels(self):
         last = self.activity.last
-        stats = self.stats
         wall = time.time()
         idle_ticks_allowed = self.options.websocket_idle_timeout / self.tick
         for tunnel in list(self.tunnels):
-            from_client, from_target = tunnel.take_byte_counts()
-            stats.bytes_in += from_client
-            stats.bytes_out += from_target
+            self._count_tunnel_bytes(tunnel)
             if tunnel.moved:
                 tunnel.moved = False
                 tunnel.idle_ticks = 0
@@ -225,9 +235,7 @@ class ProxyServer:
         for tunnel in list(self.tunnels):
             tunnel.close()
         for client in list(self.clients):
-            client.closing = True
-            if client.exchange is None and client.reading is None:
-                client.close()
+            client.shutdown()
         self._check_drained()
         try:
             await asyncio.wait_for(self._drained.wait(), timeout)

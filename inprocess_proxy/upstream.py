@@ -3,10 +3,9 @@
 The only module that opens upstream connections.
 
 Strategy: each connection is an ``asyncio.Protocol`` with an llhttp response
-parser (httptools). It carries one request at a time for a *sink* (the
-exchange relaying to a client, or an error-page fetch) and reports parsed
-events to it: ``response_head``, ``response_body``, ``response_end``,
-``upstream_failed``, ``upstream_upgraded``. Idle connections wait in a
+parser (httptools). It carries one request at a time for a ``ResponseSink``
+(the exchange relaying to a client, or an error-page fetch) and reports what
+it parses and what happens to the connection to that sink. Idle connections wait in a
 per-target stack (last in, first out, so few stay warm) and keep reading, so
 a target that closes one is noticed at once (``connection_lost`` drops it)
 instead of when the next request fails on it; the sweeper closes those idle
@@ -16,93 +15,64 @@ longer than ``upstream_keep_alive_timeout``, after aiohttp's connector.
 import asyncio
 import ssl
 import time
-from collections import namedtuple
-from urllib.parse import unquote, urlsplit
+from typing import Protocol
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpResponseParser
 
-from .errors import BadUpstreamResponse, UpstreamClosed, UpstreamUnreachable
+from .errors import BadUpstreamResponse, UpstreamClosed, UpstreamError, UpstreamUnreachable
 
-__all__ = ["Endpoint", "UpstreamConnection", "UpstreamPool", "parse_target"]
+__all__ = ["ResponseSink", "UpstreamConnection", "UpstreamPool"]
 
 
-class Endpoint(namedtuple("Endpoint", "key scheme host port unix_path tls prefix")):
-    """A parsed route target.
+class ResponseSink(Protocol):
+    """What an ``UpstreamConnection`` reports to the request it carries.
 
-    ``key`` identifies the pool a connection belongs to; ``prefix`` is the
-    target's path (bytes, no trailing slash) that requests are forwarded under,
-    as configurable-http-proxy's ``prependPath`` does.
+    Calls come from the connection's protocol callbacks, in this order for one
+    response: ``response_interim``* then ``response_head``, ``response_body``*,
+    ``response_end``; or ``upstream_failed`` / ``upstream_upgraded`` instead of
+    the end. After any of those three the connection forgets the sink.
+    ``flush`` ends each read, so a sink can write once per read.
     """
 
-    @property
-    def host_header(self):
-        """What the proxy's own requests (error pages) send as Host."""
-        if self.unix_path is not None:
-            return b"localhost"
-        netloc = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{netloc}:{self.port}".encode("idna")
+    def response_interim(self, status: int, reason: bytes, headers: list) -> None:
+        """A 1xx response other than 101 (``100 Continue``, ``103 Early Hints``)."""
 
+    def response_head(self, status: int, reason: bytes, headers: list) -> None:
+        """The final status line and headers (or a 101)."""
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+    def response_body(self, chunk: bytes) -> None:
+        """Body bytes, de-chunked."""
 
+    def response_end(self) -> None:
+        """The response is complete; the connection went back to the pool or closed."""
 
-def _host_and_port(parts):
-    """``(parts.hostname, parts.port)``, reading the netloc once in the usual case.
+    def upstream_failed(self, conn: "UpstreamConnection | None", error: UpstreamError) -> None:
+        """The request failed: the connection closed, timed out or sent bytes that are not HTTP.
 
-    Each of those properties splits the netloc again, together a quarter of
-    ``add_route``'s time; a plain ``host:port`` (what JupyterHub's targets
-    are) is split here by the same rules, and the rest (user info, IPv6
-    literals) is left to ``urllib.parse``.
-    """
-    netloc = parts.netloc
-    if "@" in netloc or "[" in netloc:
-        return parts.hostname, parts.port
-    host, _, port = netloc.partition(":")
-    if port and not (port.isdigit() and port.isascii() and int(port) <= 65535):
-        raise ValueError(f"invalid port {port!r}")
-    return host.lower() or None, int(port) if port else None
+        ``conn`` is the failed connection (its ``uses`` and
+        ``response_started`` tell whether a retry is safe), or None.
+        """
 
+    def upstream_upgraded(self, conn: "UpstreamConnection", rest: bytes) -> None:
+        """After a 101: the connection is the sink's to detach; ``rest`` followed the head."""
 
-def parse_target(target):
-    """Parse a route target URL into an Endpoint.
+    def upstream_write_paused(self) -> None:
+        """The connection's write buffer is full: stop sending it request bytes."""
 
-    Accepts ``http://host[:port][/path]``, ``https://...`` and
-    ``http+unix://<%-quoted socket path>[/path]`` (JupyterHub's form for
-    servers bound to unix sockets).
+    def upstream_write_resumed(self) -> None:
+        """The write buffer drained."""
 
-    Raises:
-        ValueError: naming the target, for anything else.
-    """
-    if not isinstance(target, str):
-        raise ValueError(f"target must be a URL string, not {target!r}")
-    parts = urlsplit(target)
-    scheme = parts.scheme.lower()
-    if parts.query or parts.fragment:
-        raise ValueError(f"target {target!r} must not have a query or fragment")
-    prefix = parts.path.rstrip("/").encode("utf-8")
-    if scheme == "http+unix":
-        path = unquote(parts.netloc)
-        if not path:
-            raise ValueError(f"target {target!r} has no socket path")
-        return Endpoint(("unix", path), scheme, None, None, path, False, prefix)
-    if scheme not in _DEFAULT_PORTS:
-        raise ValueError(f"target {target!r} must be an http://, https:// or http+unix:// URL")
-    try:
-        host, port = _host_and_port(parts)
-    except ValueError as e:
-        raise ValueError(f"target {target!r} has an invalid port") from e
-    if not host:
-        raise ValueError(f"target {target!r} has no host")
-    port = port or _DEFAULT_PORTS[scheme]
-    return Endpoint((scheme, host, port), scheme, host, port, None, scheme == "https", prefix)
+    def flush(self) -> None:
+        """One read's events have all been reported."""
 
 
 class UpstreamConnection(asyncio.Protocol):
     """One connection to a target; one request at a time."""
 
-    def __init__(self, pool, endpoint):
+    def __init__(self, pool, endpoint, log):
         # Per-connection state
         self.pool = pool
+        self.log = log
         self.endpoint = endpoint
         self.transport = None
         self.parser = HttpResponseParser(self)
@@ -135,7 +105,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     # --- used by the sink ---------------------------------------------------
 
-    def start(self, sink, head_request):
+    def start(self, sink: ResponseSink, head_request):
         """Carry a new request for ``sink``; ``head_request``: its method is HEAD."""
         self.sink = sink
         self.head_request = head_request
@@ -152,6 +122,20 @@ class UpstreamConnection(asyncio.Protocol):
     def end_request(self):
         """The whole request has been written."""
         self.request_done = True
+
+    def pause_reading(self):
+        """Stop reading the response (the client cannot take more now)."""
+        self.transport.pause_reading()
+
+    def resume_reading(self):
+        self.transport.resume_reading()
+
+    def close(self):
+        """Close after writing what is buffered; the pool forgets it."""
+        if not self.closed:
+            self.closed = True
+            self.pool.forget(self)
+            self.transport.close()
 
     def abort(self):
         """Drop the connection at once (never reused); the sink is not told."""
@@ -203,7 +187,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.abort()
             if isinstance(e, HttpParserCallbackError) and e.__context__ is not None:
                 # not the target's bytes: a bug in a callback of ours
-                self.pool.log_error("Proxy error while reading a response", e.__context__)
+                cause = e.__context__
+                self.log.error("Proxy error while reading a response", exc_info=(type(cause), cause, cause.__traceback__))
             sink.upstream_failed(self, BadUpstreamResponse(f"invalid response: {e}"))
             return
         if self.upgrading:
@@ -270,10 +255,8 @@ class UpstreamConnection(asyncio.Protocol):
         sink.response_end()
         if reusable:
             self.pool.release(self)
-        elif not self.closed:
-            self.closed = True
-            self.pool.forget(self)
-            self.transport.close()
+        else:
+            self.close()
 
 
 def _has_framing(headers):
@@ -314,8 +297,9 @@ class UpstreamPool:
     def __len__(self):
         return len(self.connections)
 
-    def log_error(self, message, exc):
-        self.log.error(message, exc_info=(type(exc), exc, exc.__traceback__))
+    def idle_count(self):
+        """Connections waiting in the pool for a request (for metrics)."""
+        return sum(map(len, self.idle.values()))
 
     def take_idle(self, endpoint):
         """A pooled connection to ``endpoint`` ready for a request, or None."""
@@ -335,7 +319,7 @@ class UpstreamPool:
         loop = asyncio.get_running_loop()
 
         def factory():
-            return UpstreamConnection(self, endpoint)
+            return UpstreamConnection(self, endpoint, self.log)
 
         if endpoint.unix_path is not None:
             opening = loop.create_unix_connection(factory, endpoint.unix_path)
@@ -358,7 +342,7 @@ class UpstreamPool:
         """Put a connection whose response is complete back for reuse."""
         conn.idle_since = time.monotonic()
         # a slow client may have paused it; idle, it must read to see a close
-        conn.transport.resume_reading()
+        conn.resume_reading()
         stack = self.idle.get(conn.endpoint.key)
         if stack is None:
             stack = self.idle[conn.endpoint.key] = []
@@ -375,11 +359,7 @@ class UpstreamPool:
             stack = self.idle[key]
             # the oldest sit at the bottom of each stack
             while stack and (stack[0].closed or stack[0].idle_since < expired_before):
-                conn = stack.pop(0)
-                if not conn.closed:
-                    conn.closed = True
-                    self.forget(conn)
-                    conn.transport.close()
+                stack.pop(0).close()
             if not stack:
                 del self.idle[key]
 

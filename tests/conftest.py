@@ -11,6 +11,8 @@ pytest-asyncio; nothing here is named like a JupyterHub fixture.
 
 import asyncio
 import gc
+import json
+import os
 from urllib.parse import quote
 
 import pytest
@@ -30,6 +32,10 @@ from backends import (
 
 #: seconds a fixture's teardown may take on the loop
 TEARDOWN_TIMEOUT = 30
+
+#: traits every test proxy gets unless its test sets them: ``test_thread.py``
+#: runs data-path test modules again with e.g. ``{"thread": false}`` here
+MODE_TRAITS = json.loads(os.environ.get("INPROCESS_PROXY_TEST_TRAITS") or "{}")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -173,6 +179,8 @@ def make_proxy(io_loop):
     async def make(**traits):
         traits.setdefault("public_url", "http://127.0.0.1:0/")
         traits.setdefault("stop_timeout", 1)
+        for name, value in MODE_TRAITS.items():
+            traits.setdefault(name, value)
         proxy = InProcessProxy(**traits)
         await proxy.start()
         started.append((proxy, proxy.server))

@@ -183,3 +183,98 @@ async def test_route_churn_beside_steady_http_and_websockets(make_proxy, ws_back
     assert not load.dropped, load.dropped[:10]
     assert requests_during > 0 and echoes_during > 0
     assert sorted(routes) == ["/user/fixed/", "/user/wsfixed/"]
+
+
+WRITERS = 8
+ROUTES_PER_WRITER = 400
+#: every this many adds, a writer requests its new route at once
+CHECK_EVERY = 20
+
+
+async def fetch(address, target):
+    """One request on a new connection: ``(status line, body)``."""
+    reader, writer = await asyncio.open_connection(*address)
+    try:
+        writer.write(b"GET %s HTTP/1.1\r\nHost: proxy.test\r\nConnection: close\r\n\r\n" % target)
+        response = await asyncio.wait_for(reader.read(), WAIT)
+    finally:
+        writer.close()
+    head, _, body = response.partition(b"\r\n\r\n")
+    return head.split(b"\r\n", 1)[0], body
+
+
+@pytest.mark.slow
+@pytest.mark.gen_test(timeout=180)
+async def test_concurrent_route_changes_across_threads_lose_nothing(make_proxy):
+    """Route calls from many Hub coroutines at once, handed to the proxy's thread under load.
+
+    Each writer adds its routes and deletes every other one, all writers at
+    once; every CHECK_EVERY adds a writer requests the route it just added
+    (add_route is effective when it returns). Meanwhile a lister reads the
+    table and the metrics from the Hub's thread, and HTTP clients keep a
+    fixed route busy. At the end the table holds exactly what the writers
+    kept, and every kept route is matched.
+    """
+    from prometheus_client import REGISTRY
+
+    http_backend = await RecordingBackend("fixed", record=False).start()
+    churn_backend = await RecordingBackend("churn", record=False).start()
+    tasks = []
+    try:
+        proxy = await make_proxy(new_route_retry_period=0)
+        await proxy.add_route("/user/fixed/", http_backend.url, {"user": "fixed"})
+        address = address_of_proxy(proxy)
+        load = Load()
+        tasks = [asyncio.ensure_future(http_client(address, n, load)) for n in range(HTTP_CLIENTS)]
+        misrouted = []
+        listings = 0
+
+        async def writer(w):
+            for i in range(ROUTES_PER_WRITER):
+                spec = f"/user/w{w}-{i}/"
+                await proxy.add_route(spec, f"{churn_backend.url}/churn/{w}-{i}", {"user": f"w{w}-{i}"})
+                if i % CHECK_EVERY == 0:
+                    status, body = await fetch(address, spec.encode() + b"lab")
+                    expected = b"churn GET /churn/%d-%d/user/w%d-%d/lab" % (w, i, w, i)
+                    if not status.startswith(b"HTTP/1.1 200 ") or body != expected:
+                        misrouted.append((spec, status, body[:80]))
+                if i % 2:
+                    await proxy.delete_route(spec)
+
+        async def lister(done):
+            nonlocal listings
+            while not done.is_set():
+                routes = await proxy.get_all_routes()
+                for spec, route in routes.items():
+                    if spec != "/user/fixed/" and route["target"] != f"{churn_backend.url}/churn/{spec[7:-1]}":
+                        misrouted.append((spec, "listed with", route["target"]))
+                # the collector reads a snapshot taken on the proxy's thread
+                families = {metric.name: metric for metric in REGISTRY.collect()}
+                assert families["jupyterhub_proxy_routes"].samples[0].value >= 1
+                listings += 1
+                await asyncio.sleep(0)
+
+        done = asyncio.Event()
+        listing = asyncio.ensure_future(lister(done))
+        await asyncio.gather(*(writer(w) for w in range(WRITERS)))
+        done.set()
+        await listing
+        load.stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 2 * WAIT)
+        routes = await proxy.get_all_routes()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await http_backend.close()
+        await churn_backend.close()
+
+    kept = {f"/user/w{w}-{i}/" for w in range(WRITERS) for i in range(0, ROUTES_PER_WRITER, 2)}
+    print(
+        f"\n{WRITERS} writers x {ROUTES_PER_WRITER} adds (half deleted) with {listings} listings beside;"
+        f" {load.requests} HTTP requests, {len(load.failed)} failed; {len(misrouted)} misrouted"
+    )
+    assert not misrouted, misrouted[:10]
+    assert not load.failed, load.failed[:10]
+    assert set(routes) == kept | {"/user/fixed/"}
+    for spec in kept:
+        assert proxy.routes.match_request(spec + "x").routespec == spec

@@ -136,7 +136,7 @@ def test_reason_phrase(status, phrase):
     [(b"hello", b"5\r\nhello\r\n"), (b"x" * 26, b"1a\r\n" + b"x" * 26 + b"\r\n")],
 )
 def test_encode_chunk(data, encoded):
-    assert encode_chunk(data) == encoded
+    assert b"".join(encode_chunk(data)) == encoded
 
 
 # -- request: hop-by-hop and Connection --------------------------------------
@@ -305,7 +305,7 @@ def test_rechunked_request_body_parses(bytewise):
     head, _ = forwarded_request_head(
         b"POST", b"/x", [HOST, (b"Transfer-Encoding", b"chunked")], peer=PEER, tls=False
     )
-    data = head + encode_chunk(b"hello") + encode_chunk(b", world" * 10) + LAST_CHUNK
+    data = b"".join((head, *encode_chunk(b"hello"), *encode_chunk(b", world" * 10), LAST_CHUNK))
     message = parse(httptools.HttpRequestParser, data, bytewise)
     assert (message.completed, message.body) == (1, b"hello" + b", world" * 10)
 
@@ -426,7 +426,7 @@ def test_response_framing_and_keep_alive(status, headers, no_body, keep_alive, h
 def test_chunked_response_body_parses(bytewise):
     head, chunked, _ = response_head(200, b"OK", [], no_body=False, keep_alive=True, http10=False)
     assert chunked
-    data = head + encode_chunk(b"data: 1\n\n") + encode_chunk(b"data: 2\n\n") + LAST_CHUNK
+    data = b"".join((head, *encode_chunk(b"data: 1\n\n"), *encode_chunk(b"data: 2\n\n"), LAST_CHUNK))
     message = parse(httptools.HttpResponseParser, data, bytewise)
     assert (message.completed, message.body) == (1, b"data: 1\n\ndata: 2\n\n")
 

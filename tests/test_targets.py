@@ -4,7 +4,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from inprocess_proxy.upstream import parse_target
+from inprocess_proxy.targets import parse_target
 
 #: targets whose host and port must come out as urllib.parse reads them
 HOST_PORT_TARGETS = [
