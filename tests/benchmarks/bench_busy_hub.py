@@ -106,6 +106,8 @@ LOG_EXPECTED = (
     "Received signal SIGTERM, initiating shutdown",
 )
 UNRECOGNIZED = re.compile(r"Config option `(\w+)` not recognized by `(\w+)`")
+# How InProcessProxy says where it runs, e.g. "on its own thread (uvloop event loop)"; shown as a note.
+LISTENING = re.compile(r"InProcessProxy listening on \S+, (.+)$", re.M)
 
 
 @dataclass(frozen=True)
@@ -281,6 +283,7 @@ def _check_hub_log(hub):
             f" this install of inprocess_proxy predates the option, so the candidate would not measure what"
             f" its name says; log {hub.proc.log_path}"
         )
+    notes += [f"InProcessProxy ran {where.strip()}" for where in LISTENING.findall(text)]
     if hub.candidate.inprocess:
         found = re.search(r"bench_busy_hub: inprocess_proxy from (\S+)", text)
         if not found or not os.path.abspath(found.group(1)).startswith(REPO_ROOT + os.sep):
