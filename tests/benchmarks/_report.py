@@ -145,14 +145,19 @@ def format_table(rows):
         (row["metric"], *(fmt(row[key]) for _, key, fmt in FIGURE_COLUMNS), row["goal"], row["result"])
         for row in rows
     ]
-    widths = [max(len(cells[i]) for cells in [HEADER, *lines]) for i in range(len(HEADER))]
+    return align_columns(HEADER, lines)
+
+
+def align_columns(header, lines):
+    """Cells as aligned text: the first column left-aligned, the others right-aligned, a rule under header."""
+    widths = [max(len(cells[i]) for cells in [header, *lines]) for i in range(len(header))]
     out = []
-    for cells in [HEADER, *lines]:
+    for cells in [header, *lines]:
         first, *rest = cells
         out.append(
             "  ".join([first.ljust(widths[0])] + [c.rjust(w) for c, w in zip(rest, widths[1:], strict=True)])
         )
-        if cells is HEADER:
+        if cells is header:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)
 
