@@ -24,7 +24,7 @@ import struct
 import h11
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, HttpResponseParser
 
-from support.procfs import open_fds, rss_kib
+from support.procfs import open_fds, rss_kib, trim_free_memory
 
 #: seconds any single raw exchange with the proxy may take in these tests
 EXCHANGE_TIMEOUT = 5
@@ -36,8 +36,9 @@ EXCHANGE_TIMEOUT = 5
 
 
 def snapshot(proxy):
-    """The gauges compared before and after a fault run (after a full GC)."""
+    """The gauges compared before and after a fault run (after a full GC and a malloc trim)."""
     gc.collect()
+    trim_free_memory()
     server = proxy.server
     return {
         "fds": open_fds(),
