@@ -169,3 +169,13 @@ def test_data_path_modules_pass_in_mode(mode):
     tail = "\n".join(run.stdout.splitlines()[-30:])
     print(f"\n{mode}: {tail.splitlines()[-1] if tail else run.stderr[-2000:]}")
     assert run.returncode == 0, f"{mode} run failed:\n{tail}\n{run.stderr[-2000:]}"
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_freeze_gc_freezes_what_exists_at_start_and_says_so(make_proxy, hub_log):
+    import gc
+
+    before = gc.get_freeze_count()
+    await make_proxy(log=hub_log, freeze_gc=True)
+    assert gc.get_freeze_count() > before
+    await logged(hub_log, "gc.freeze()")

@@ -133,6 +133,8 @@ CANDIDATES = {
         HubCandidate("thread", "inprocess", {"thread": True}),
         HubCandidate("thread-asyncio", "inprocess", {"thread": True, "event_loop": "asyncio"}),
         HubCandidate("thread-switch5ms", "inprocess", {"thread": True, "switch_interval": 0}),
+        HubCandidate("thread-switch0.1ms", "inprocess", {"thread": True, "switch_interval": 0.0001}),
+        HubCandidate("thread-freeze-gc", "inprocess", {"thread": True, "freeze_gc": True}),
     )
 }
 
