@@ -8,9 +8,13 @@ per-repetition ratios (both candidates measured in the same repetition,
 minutes apart at most), which is what stays stable on a noisy machine.
 """
 
+import datetime
 import json
 import os
+import platform
 import statistics
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import _tests_on_path  # noqa: F401
@@ -185,3 +189,28 @@ def goals_summary(rows):
     """'N PASS, M FAIL, K n/a' over the rows that have a goal."""
     verdicts = [row["result"] for row in rows if row["result"]]
     return ", ".join(f"{verdicts.count(v)} {v}" for v in ("PASS", "FAIL", "n/a"))
+
+
+def version_of(argv):
+    """The first line a tool prints about its version, or None."""
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return None
+
+
+def run_metadata(args):
+    """What the run was: for telling runs apart when plotting them later."""
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return {
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "args": vars(args),
+        "python": sys.version.split()[0],
+        "commit": version_of(["git", "-C", repo, "rev-parse", "HEAD"]),
+        "node": version_of(["node", "--version"]),
+        "wrk": version_of(["wrk", "--version"]),
+        "uvloop": version_of([sys.executable, "-c", "import uvloop; print(uvloop.__version__)"]),
+        "machine": platform.platform(),
+        "cpus": os.cpu_count(),
+        "loadavg_at_start": os.getloadavg(),
+    }

@@ -20,11 +20,8 @@ Exits 0 unless something crashed: goals are reported, never asserted.
 """
 
 import argparse
-import datetime
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +32,7 @@ from _backends import LARGE_BODY_BYTES, SMALL_BODY_BYTES, start_backends
 from _candidates import STARTERS
 from _load import run_wrk, run_ws_client, write_wrk_script
 from _procs import ChildProcesses, stop_on_sigterm
-from _report import CANDIDATES, format_table, goals_summary, problems, rotated, table_rows, write_json
+from _report import CANDIDATES, format_table, goals_summary, problems, rotated, run_metadata, table_rows, write_json
 from hub_latency import add_hub_arguments, hub_names, hub_options, run_hub_latency
 from support.procfs import cpu_seconds, peak_rss_kib, reset_peak_rss, rss_kib
 from support.processes import StartupError
@@ -217,27 +214,6 @@ def check_tools(node_modules):
         missing.append(f"{node_modules}/configurable-http-proxy")
     if missing:
         sys.exit(f"missing {', '.join(missing)}: run tests/benchmarks/setup.sh first")
-
-
-def _version_of(argv):
-    try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip().splitlines()[0]
-    except (OSError, IndexError, subprocess.TimeoutExpired):
-        return None
-
-
-def run_metadata(args):
-    """What the run was: for telling runs apart when plotting them later."""
-    return {
-        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "args": vars(args),
-        "python": sys.version.split()[0],
-        "node": _version_of(["node", "--version"]),
-        "wrk": _version_of(["wrk", "--version"]),
-        "machine": platform.platform(),
-        "cpus": os.cpu_count(),
-        "loadavg_at_start": os.getloadavg(),
-    }
 
 
 # Log lines worth reporting from InProcessProxy's processes: Python's logging
