@@ -44,6 +44,15 @@ class RouteTable:
             raise ValueError("host_routing cannot change once routes have been added")
         self.trie.host_routing = value
 
+    @property
+    def loaded(self):
+        """The table is complete; while False (a shared store has not loaded it) the health check answers 503."""
+        return self.trie.loaded
+
+    @loaded.setter
+    def loaded(self, value):
+        self.trie.loaded = value
+
     def add(self, routespec, target, data):
         """Add or replace a route; return the new Route.
 
