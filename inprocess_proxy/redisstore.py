@@ -235,6 +235,9 @@ class RedisRouteStore:
         self.version = 0
         # writers waiting for the follower: (epoch, version, future)
         self._waiters = []
+        # held while the local table and version change: the follower applies
+        # changes in version order, a writer applies its own if it is the next
+        self._applying = asyncio.Lock()
         # set to make the follower load the table again; the future resolves when it has
         self._reload_requested = False
         self._reloaded = None
@@ -353,6 +356,10 @@ class RedisRouteStore:
         if version == -1:
             raise RouteStoreUnavailable(f"the route table in Redis at {self.display_url} keeps changing its epoch")
         if version:
+            async with self._applying:
+                if self.epoch == epoch and self.version == version - 1:
+                    # the next change: apply it now rather than wait for its message
+                    await self._apply(version, op, routespec, value)
             try:
                 await self._until_applied(epoch, version, self.timeout)
             except asyncio.TimeoutError:
@@ -459,6 +466,10 @@ class RedisRouteStore:
 
     async def _load(self):
         """Replace the local table with Redis's (creating Redis's if it has none)."""
+        async with self._applying:
+            await self._load_snapshot()
+
+    async def _load_snapshot(self):
         self._reload_requested = False
         epoch, version, table = await self._snapshot()
         if epoch is None:
@@ -515,18 +526,22 @@ class RedisRouteStore:
         except (ValueError, TypeError):
             self.log.error("Route store: not a change message on %s: %.200r", self.keys.channel, raw)
             return
-        if epoch != self.epoch:
-            self._request_reload()
-            return
-        if version <= self.version:
-            return  # already in the snapshot loaded after subscribing
-        if version != self.version + 1 or op not in ("add", "delete"):
-            self.log.warning(
-                "Route store: change %d after %d from Redis at %s; loading the whole table",
-                version, self.version, self.display_url,
-            )
-            self._request_reload()
-            return
+        async with self._applying:
+            if epoch != self.epoch:
+                self._request_reload()
+            elif version <= self.version:
+                pass  # in the snapshot loaded after subscribing, or applied by its writer
+            elif version != self.version + 1 or op not in ("add", "delete"):
+                self.log.warning(
+                    "Route store: change %d after %d from Redis at %s; loading the whole table",
+                    version, self.version, self.display_url,
+                )
+                self._request_reload()
+            else:
+                await self._apply(version, op, routespec, value)
+
+    async def _apply(self, version, op, routespec, value):
+        """Apply the change that is the next version; the caller holds ``_applying``."""
         if op == "add":
             target, data = _decode(value)
             try:
