@@ -13,6 +13,11 @@ stdout once the routes are in:
 jupyterhub.proxy, inprocess_proxy), so the difference to ``rss_after_start``
 is what starting the proxy adds, as the Hub would see it. Then it serves until
 SIGTERM or SIGINT, and stops the proxy before exiting. Logs go to stderr.
+
+The proxy runs in its default mode (its own thread, uvloop where installed);
+``INPROCESS_RUNNER_TRAITS`` in the environment, a JSON object of traits such as
+``{"event_loop": "asyncio"}`` or ``{"thread": false}``, measures another mode
+(``bench_http.py`` passes its environment on). The ready line says which.
 """
 
 import argparse
@@ -63,7 +68,8 @@ def wait_for_stop_signal():
 
 async def serve(args, rss_before_start):
     stopped = wait_for_stop_signal()
-    proxy = InProcessProxy(public_url=f"http://127.0.0.1:{args.port}/")
+    traits = json.loads(os.environ.get("INPROCESS_RUNNER_TRAITS") or "{}")
+    proxy = InProcessProxy(public_url=f"http://127.0.0.1:{args.port}/", **traits)
     proxy.log.setLevel(args.log_level)
     await proxy.start()
     try:
@@ -74,6 +80,7 @@ async def serve(args, rss_before_start):
             "public_url": proxy.public_url,
             "rss_before_start_kib": rss_before_start,
             "rss_after_start_kib": rss_kib(os.getpid()),
+            "mode": {"thread": proxy.thread, "event_loop": proxy.event_loop, **traits},
         }
         print(json.dumps(ready), flush=True)
         await stopped
