@@ -1,6 +1,5 @@
 """RouteTable's whole-table operations, which a shared route store drives:
-validating without changing, replacing the table in one step, merging activity,
-and the health check that is 503 until a shared table is loaded."""
+validating without changing, replacing the table in one step, merging activity."""
 
 import pytest
 
@@ -94,20 +93,3 @@ def test_merge_activity_takes_the_newest_time(local, merged, taken, after):
     assert table.merge_activity(merged) == taken
     assert table.activity.last == after
 
-
-@pytest.mark.parametrize("loaded, status", [(True, 200), (False, 503)])
-def test_health_check_answers_503_until_the_table_is_loaded(loaded, status):
-    from inprocess_proxy.dispatch import route_request
-
-    table = table_with({"/": (A, {})})
-    table.loaded = loaded
-    decision = route_request(
-        b"GET", b"/_chp_healthz", [(b"Host", b"proxy.test")], http10=False, upgrade=False,
-        trie=table.trie, health_check_path="/_chp_healthz", peer=b"127.0.0.1", tls=False,
-    )
-    assert decision.status == status
-    # routing does not depend on it: a replica serves what it has
-    assert route_request(
-        b"GET", b"/x", [(b"Host", b"proxy.test")], http10=False, upgrade=False,
-        trie=table.trie, health_check_path="/_chp_healthz", peer=b"127.0.0.1", tls=False,
-    ).route.target == A
