@@ -1,4 +1,4 @@
-"""Helpers for the attack and failure tests (issue 6): raw ends and resource counts.
+"""Helpers for the attack and failure tests: raw ends and resource counts.
 
 Nothing here imports ``inprocess_proxy``; these are the independent ends the
 proxy sits between, plus the gauges the tests read before and after.
@@ -18,12 +18,13 @@ proxy sits between, plus the gauges the tests read before and after.
 
 import asyncio
 import gc
-import os
 import socket
 import struct
 
 import h11
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, HttpResponseParser
+
+from support.procfs import open_fds, rss_kib
 
 #: seconds any single raw exchange with the proxy may take in these tests
 EXCHANGE_TIMEOUT = 5
@@ -32,19 +33,6 @@ EXCHANGE_TIMEOUT = 5
 # --------------------------------------------------------------------------
 # Resource gauges
 # --------------------------------------------------------------------------
-
-
-def rss_kib():
-    """This process's resident set size in KiB (the proxy runs in it)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS in /proc/self/status")
-
-
-def open_fds():
-    return len(os.listdir("/proc/self/fd"))
 
 
 def snapshot(proxy):

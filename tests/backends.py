@@ -1,4 +1,4 @@
-"""Test helpers for the HTTP data path: a strict raw client, real backends, certificates.
+"""Test helpers for the HTTP data path: a strict raw client and real backends.
 
 Nothing here imports ``inprocess_proxy``: these are the independent ends the
 proxy sits between.
@@ -10,22 +10,20 @@ proxy sits between.
   handler plus small handlers for cookies, redirects, gzip, HEAD/204/304,
   server-sent events, gated (slow) responses and streamed bodies; the server
   counts accepted and closed connections.
-- Raw asyncio backends (``RAW_SCRIPTS``): for bytes Tornado will not send
+- Raw asyncio backends (the ``*_script`` functions, served by conftest's
+  ``make_raw_backend``): for bytes Tornado will not send
   (garbage, 103 Early Hints, a response cut after its headers).
-- ``make_tls_files``: a CA and a leaf certificate (or a self-signed one) for
-  127.0.0.1, generated with ``cryptography``.
+
+Certificates and free ports are in ``support`` (``support.tls``,
+``support.ports``), shared with the benchmarks.
 """
 
 import asyncio
-import datetime
 import gzip
-import ipaddress
 import json
-import os
 from dataclasses import dataclass, field
 
 from tornado import httpserver, web
-from tornado.testing import bind_unused_port
 from tornado.iostream import StreamClosedError
 
 # --------------------------------------------------------------------------
@@ -95,13 +93,6 @@ class Response(Head):
 
     def json(self):
         return json.loads(self.body)
-
-
-def closed_port():
-    """A port nothing listens on (bound, then released at once)."""
-    sock, port = bind_unused_port()
-    sock.close()
-    return port
 
 
 def build_request(method="GET", target="/", headers=(), body=b"", host="proxy.test"):
@@ -565,95 +556,6 @@ async def close_delimited_script(reader, writer):
     if await _read_request_head(reader) is not None:
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n" + b"until-close " * 1000)
         await writer.drain()
-
-
-# --------------------------------------------------------------------------
-# TLS certificates
-# --------------------------------------------------------------------------
-
-
-@dataclass
-class TLSFiles:
-    ca: str  # PEM file of the certificate to trust
-    cert: str  # PEM file of the server certificate
-    key: str  # PEM file of the server key
-
-
-def _certificate(subject_cn, key, *, issuer=None, issuer_key=None, ca=False, server=True):
-    """An X.509 certificate: a CA (``ca``), a server one for 127.0.0.1 (``server``) or both (self-signed)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject_cn)])
-    issuer_name = issuer.subject if issuer is not None else subject
-    signing_key = issuer_key if issuer_key is not None else key
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(signing_key.public_key()), critical=False
-        )
-    )
-    if ca:
-        builder = builder.add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-    if server:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-    return builder.sign(signing_key, hashes.SHA256())
-
-
-def make_tls_files(directory, *, self_signed=False):
-    """Write a server certificate for 127.0.0.1/localhost and its key into ``directory``.
-
-    ``self_signed``: the certificate is its own trust anchor; otherwise a CA is
-    made too and signs it. Returns TLSFiles whose ``ca`` is the file to trust.
-    """
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    def write(name, data):
-        path = os.path.join(directory, name)
-        with open(path, "wb") as f:
-            f.write(data)
-        return path
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    key_path = write(
-        "server.key",
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ),
-    )
-    if self_signed:
-        cert = _certificate("127.0.0.1", key, ca=True)
-        cert_path = write("server.crt", cert.public_bytes(serialization.Encoding.PEM))
-        return TLSFiles(ca=cert_path, cert=cert_path, key=key_path)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = _certificate("inprocess-proxy test CA", ca_key, ca=True, server=False)
-    cert = _certificate("127.0.0.1", key, issuer=ca_cert, issuer_key=ca_key)
-    ca_path = write("ca.crt", ca_cert.public_bytes(serialization.Encoding.PEM))
-    cert_path = write("server.crt", cert.public_bytes(serialization.Encoding.PEM))
-    return TLSFiles(ca=ca_path, cert=cert_path, key=key_path)
 
 
 # --------------------------------------------------------------------------

@@ -27,10 +27,10 @@ from backends import (
     address_of,
     assert_nothing_listening,
     backend_app,
-    make_tls_files,
 )
-from debian import PackageMissing, debian_executable
-from redis_server import REDIS_SERVER, RedisServer
+from support.debian import PackageMissing, debian_executable
+from support.redisserver import REDIS_SERVER, RedisServer
+from support.tls import make_tls_files
 
 #: seconds a fixture's teardown may take on the loop
 TEARDOWN_TIMEOUT = 30
@@ -232,15 +232,30 @@ def make_proxy(io_loop):
 
 
 @pytest.fixture
-def proxy(io_loop, make_proxy, backend):
+def routed_proxy(make_proxy):
+    """Async factory: ``proxy = await routed_proxy({"/": backend.url}, **traits)``, a started proxy with routes.
+
+    ``routes`` maps each routespec to its target URL, or to ``(target, data)``;
+    without data, ``/`` gets the Hub's ``{"hub": True}`` and other routes
+    ``{}``. ``traits`` go to ``make_proxy``, which also stops the proxy.
+    """
+
+    async def make(routes, **traits):
+        proxy = await make_proxy(**traits)
+        for routespec, target in routes.items():
+            data = {"hub": True} if routespec == "/" else {}
+            if isinstance(target, tuple):
+                target, data = target
+            await proxy.add_route(routespec, target, data)
+        return proxy
+
+    return make
+
+
+@pytest.fixture
+def proxy(io_loop, routed_proxy, backend):
     """A started proxy whose only route, ``/``, goes to ``backend``."""
-
-    async def start():
-        p = await make_proxy()
-        await p.add_route("/", backend.url, {"hub": True})
-        return p
-
-    return io_loop.run_sync(start, timeout=TEARDOWN_TIMEOUT)
+    return io_loop.run_sync(lambda: routed_proxy({"/": backend.url}), timeout=TEARDOWN_TIMEOUT)
 
 
 @pytest.fixture

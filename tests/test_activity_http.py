@@ -10,7 +10,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from backends import build_request, closed_port
+from backends import build_request
+from support.ports import free_port
 
 #: JupyterHub parses this: UTC, ``Z`` suffix, fractional seconds optional
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
@@ -35,16 +36,13 @@ async def _last_activity(proxy, routespec):
     return datetime.fromisoformat(text[:-1]).replace(tzinfo=timezone.utc)
 
 
-async def _user_routes(make_proxy, backend):
-    proxy = await make_proxy()
-    await proxy.add_route("/", backend.url, {"hub": True})
-    await proxy.add_route("/user/alice/", backend.url, {"user": "alice", "server_name": ""})
-    return proxy
+#: the route data the Hub gives alice's default server
+ALICE = {"user": "alice", "server_name": ""}
 
 
 @pytest.mark.gen_test(timeout=10)
-async def test_proxied_request_records_iso_activity_ending_in_z(make_proxy, backend, open_client):
-    proxy = await _user_routes(make_proxy, backend)
+async def test_proxied_request_records_iso_activity_ending_in_z(routed_proxy, backend, open_client):
+    proxy = await routed_proxy({"/": backend.url, "/user/alice/": (backend.url, ALICE)})
     before = _now()
     client = await open_client(proxy)
 
@@ -56,8 +54,8 @@ async def test_proxied_request_records_iso_activity_ending_in_z(make_proxy, back
 
 
 @pytest.mark.gen_test(timeout=10)
-async def test_activity_is_recorded_on_the_matched_route_only(make_proxy, backend, open_client):
-    proxy = await _user_routes(make_proxy, backend)
+async def test_activity_is_recorded_on_the_matched_route_only(routed_proxy, backend, open_client):
+    proxy = await routed_proxy({"/": backend.url, "/user/alice/": (backend.url, ALICE)})
     client = await open_client(proxy)
 
     assert (await client.request("GET", "/user/alice/tree")).status == 200
@@ -67,8 +65,8 @@ async def test_activity_is_recorded_on_the_matched_route_only(make_proxy, backen
 
 
 @pytest.mark.gen_test(timeout=10)
-async def test_activity_advances_with_later_traffic(make_proxy, backend, open_client):
-    proxy = await _user_routes(make_proxy, backend)
+async def test_activity_advances_with_later_traffic(routed_proxy, backend, open_client):
+    proxy = await routed_proxy({"/": backend.url, "/user/alice/": (backend.url, ALICE)})
     client = await open_client(proxy)
     assert (await client.request("GET", "/user/alice/first")).status == 200
     first = await _last_activity(proxy, "/user/alice/")
@@ -82,8 +80,8 @@ async def test_activity_advances_with_later_traffic(make_proxy, backend, open_cl
 
 
 @pytest.mark.gen_test(timeout=15)
-async def test_activity_advances_while_a_long_response_streams(make_proxy, backend, open_client):
-    proxy = await _user_routes(make_proxy, backend)
+async def test_activity_advances_while_a_long_response_streams(routed_proxy, backend, open_client):
+    proxy = await routed_proxy({"/": backend.url, "/user/alice/": (backend.url, ALICE)})
     client = await open_client(proxy)
     await client.send(build_request("GET", "/user/alice/trickle"))
     head = await client.read_head()
@@ -118,9 +116,8 @@ async def _drain(chunks):
 
 
 @pytest.mark.gen_test(timeout=10)
-async def test_proxy_generated_503_is_not_activity(make_proxy, open_client):
-    proxy = await make_proxy(new_route_retry_period=0)
-    await proxy.add_route("/user/alice/", f"http://127.0.0.1:{closed_port()}", {"user": "alice", "server_name": ""})
+async def test_proxy_generated_503_is_not_activity(routed_proxy, open_client):
+    proxy = await routed_proxy({"/user/alice/": (f"http://127.0.0.1:{free_port()}", ALICE)}, new_route_retry_period=0)
     client = await open_client(proxy)
 
     assert (await client.request("GET", "/user/alice/api/status")).status == 503

@@ -23,8 +23,9 @@ import os
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from debian import PackageMissing, debian_executable
-from realhub import RealHub, wait_for
+from realhub import RealHub
+from support.debian import PackageMissing, debian_executable
+from support.processes import wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -227,7 +228,7 @@ def open_launcher_card(page, selector):
 def test_jupyterlab_session_through_inprocess_proxy(hub, page, shot, upload_file):
     with evidence_on_failure(hub, shot):
         # 1. log in
-        page.goto(hub.url + "/hub/login", timeout=UI_TIMEOUT)
+        page.goto(hub.public_url + "/hub/login", timeout=UI_TIMEOUT)
         page.fill("#username_input", USER)
         page.fill("#password_input", hub.password)
         shot("login")
@@ -253,7 +254,7 @@ def test_jupyterlab_session_through_inprocess_proxy(hub, page, shot, upload_file
         expect(notebook.locator(".jp-OutputArea-output").first).to_have_text("42", timeout=UI_TIMEOUT)
         expect(current_tab(page)).to_contain_text(NOTEBOOK_NAME)
         page.keyboard.press("Control+s")
-        wait_for(
+        wait_until(
             lambda: "42" in saved_outputs(hub.home(USER) / NOTEBOOK_NAME),
             timeout=UI_TIMEOUT / 1000,
             what=f"{NOTEBOOK_NAME} saved with its output",
@@ -278,7 +279,7 @@ def test_jupyterlab_session_through_inprocess_proxy(hub, page, shot, upload_file
         expect(dialog).to_contain_text("Large file size", timeout=UI_TIMEOUT)
         dialog.locator("button.jp-mod-accept").click()
         uploaded = hub.home(USER) / UPLOAD_NAME
-        wait_for(
+        wait_until(
             lambda: uploaded.exists() and uploaded.stat().st_size == UPLOAD_SIZE,
             timeout=UPLOAD_TIMEOUT / 1000,
             interval=1,
@@ -290,16 +291,16 @@ def test_jupyterlab_session_through_inprocess_proxy(hub, page, shot, upload_file
         shot("upload-100MB-listed")
 
         # 6. stop the server from the Hub's home page
-        page.goto(hub.url + "/hub/home", timeout=UI_TIMEOUT)
+        page.goto(hub.public_url + "/hub/home", timeout=UI_TIMEOUT)
         page.click("#stop")
         expect(page.locator("#stop")).to_be_hidden(timeout=SPAWN_TIMEOUT)
         expect(page.locator("#start")).to_contain_text("Start My Server", timeout=UI_TIMEOUT)
-        wait_for(lambda: hub.server_state(USER) is None, timeout=60, what="server stopped")
+        wait_until(lambda: hub.server_state(USER) is None, timeout=60, what="server stopped")
         shot("server-stopped")
 
         # 7. a bookmarked notebook URL: not-running page, spawn, back on the notebook
         page.evaluate("sessionStorage.removeItem('progress-events')")
-        bookmark = f"{hub.url}/user/{USER}/lab/tree/{NOTEBOOK_NAME}"
+        bookmark = f"{hub.public_url}/user/{USER}/lab/tree/{NOTEBOOK_NAME}"
         page.goto(bookmark, timeout=UI_TIMEOUT)
         expect(page.locator("#start")).to_contain_text("Launch Server", timeout=UI_TIMEOUT)
         shot("bookmark-server-not-running")

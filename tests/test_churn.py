@@ -25,12 +25,6 @@ from websockets.asyncio.client import connect
 from attack_helpers import RecordingBackend, address_of_proxy
 from ws_backends import WsBackend, abort_open_websockets, ws_backend_app
 
-pytestmark = [
-    # pytest-tornado's io_loop fixture calls these on Tornado 6.6
-    pytest.mark.filterwarnings("ignore:make_current is deprecated:DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:clear_current is deprecated:DeprecationWarning"),
-]
-
 ROUTE_ADDS = 10_000
 WINDOW = 50
 HTTP_CLIENTS = 4

@@ -6,7 +6,6 @@ a failing local extension (``docs/_ext``) or a dangling link fails the run.
 """
 
 import ast
-import importlib.util
 import os
 import re
 import subprocess
@@ -18,6 +17,7 @@ from jupyterhub.app import JupyterHub
 from jupyterhub.proxy import Proxy
 
 from inprocess_proxy import InProcessProxy
+from support.modules import load_module
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(ROOT, "docs")
@@ -81,21 +81,17 @@ def test_documented_proxy_classes_resolve():
     assert JupyterHub(proxy_class="inprocess").proxy_class is InProcessProxy
 
 
-def _load_module(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_benchmark_rows_named_in_docs_exist():
+def test_benchmark_rows_named_in_docs_exist(monkeypatch):
     """Every benchmark row the docs chart or quote is one the benchmark writes.
 
     The charts read rows by label and show "n/a" for a missing one (a run of some
     tests only is fine), so a renamed row would otherwise go unnoticed.
     """
-    report = _load_module("bench_report", os.path.join(ROOT, "tests", "benchmarks", "_report.py"))
-    charts = _load_module("benchmark_charts", os.path.join(DOCS, "_ext", "benchmark_charts.py"))
+    # each imports its sibling modules, as the docs build and the benchmark scripts do
+    monkeypatch.syspath_prepend(os.path.join(DOCS, "_ext"))
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "tests", "benchmarks"))
+    report = load_module("bench_report", os.path.join(ROOT, "tests", "benchmarks", "_report.py"))
+    charts = load_module("benchmark_charts", os.path.join(DOCS, "_ext", "benchmark_charts.py"))
     known = {metric.label for metric in report.METRICS}
     used = {label for chart in charts.CHARTS for _, label in chart.groups}
     for page in ("operations.md", "performance.md"):

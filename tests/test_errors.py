@@ -13,10 +13,10 @@ from backends import (
     build_request,
     close_after_partial_body_script,
     close_mid_chunked_script,
-    closed_port,
     garbage_script,
     parse_head,
 )
+from support.ports import free_port
 
 
 def _status_of(data):
@@ -35,9 +35,8 @@ async def _assert_serves(client):
 
 
 @pytest.mark.gen_test(timeout=10)
-async def test_no_route_is_404_plain_text(make_proxy, backend, open_client):
-    proxy = await make_proxy()
-    await proxy.add_route("/user/alice/", backend.url, {"user": "alice", "server_name": ""})
+async def test_no_route_is_404_plain_text(routed_proxy, backend, open_client):
+    proxy = await routed_proxy({"/user/alice/": (backend.url, {"user": "alice", "server_name": ""})})
     client = await open_client(proxy)
 
     response = await client.request("GET", "/user/bob/tree")
@@ -48,9 +47,8 @@ async def test_no_route_is_404_plain_text(make_proxy, backend, open_client):
 
 
 @pytest.mark.gen_test(timeout=10)
-async def test_refused_target_of_old_route_is_503_at_once(make_proxy, open_client):
-    proxy = await make_proxy(new_route_retry_period=0)
-    await proxy.add_route("/", f"http://127.0.0.1:{closed_port()}", {"hub": True})
+async def test_refused_target_of_old_route_is_503_at_once(routed_proxy, open_client):
+    proxy = await routed_proxy({"/": f"http://127.0.0.1:{free_port()}"}, new_route_retry_period=0)
     client = await open_client(proxy)
 
     # bounded well below the default 5 s retry period: no retrying for old routes
@@ -62,7 +60,7 @@ async def test_refused_target_of_old_route_is_503_at_once(make_proxy, open_clien
 
 @pytest.mark.gen_test(timeout=15)
 async def test_new_route_retries_until_its_backend_listens(make_proxy, make_backend, open_client, io_loop):
-    port = closed_port()
+    port = free_port()
     proxy = await make_proxy(new_route_retry_period=5)
     await proxy.add_route("/user/late/", f"http://127.0.0.1:{port}", {"user": "late", "server_name": ""})
     # the server binds its port a moment after the Hub added its route
@@ -75,9 +73,8 @@ async def test_new_route_retries_until_its_backend_listens(make_proxy, make_back
 
 
 @pytest.mark.gen_test(timeout=15)
-async def test_silent_backend_is_504_after_response_header_timeout(make_proxy, backend, open_client):
-    proxy = await make_proxy(response_header_timeout=1)
-    await proxy.add_route("/", backend.url, {"hub": True})
+async def test_silent_backend_is_504_after_response_header_timeout(routed_proxy, backend, open_client):
+    proxy = await routed_proxy({"/": backend.url}, response_header_timeout=1)
     client = await open_client(proxy)
 
     response = await client.request("GET", "/gated")  # never released
@@ -87,10 +84,9 @@ async def test_silent_backend_is_504_after_response_header_timeout(make_proxy, b
 
 
 @pytest.mark.gen_test(timeout=10)
-async def test_garbage_from_backend_is_502(make_proxy, make_raw_backend, open_client):
+async def test_garbage_from_backend_is_502(routed_proxy, make_raw_backend, open_client):
     url = await make_raw_backend(garbage_script)
-    proxy = await make_proxy()
-    await proxy.add_route("/", url, {"hub": True})
+    proxy = await routed_proxy({"/": url})
     client = await open_client(proxy)
 
     response = await client.request("GET", "/garbage")
@@ -103,10 +99,9 @@ async def test_garbage_from_backend_is_502(make_proxy, make_raw_backend, open_cl
     "script", [close_after_partial_body_script, close_mid_chunked_script], ids=["content-length", "chunked"]
 )
 @pytest.mark.gen_test(timeout=10)
-async def test_backend_closing_mid_body_closes_client_connection(make_proxy, make_raw_backend, open_client, script):
+async def test_backend_closing_mid_body_closes_client_connection(routed_proxy, make_raw_backend, open_client, script):
     url = await make_raw_backend(script)
-    proxy = await make_proxy()
-    await proxy.add_route("/", url, {"hub": True})
+    proxy = await routed_proxy({"/": url})
     client = await open_client(proxy)
     await client.send(build_request("GET", "/cut"))
     head = await client.read_head()
@@ -120,9 +115,8 @@ async def test_backend_closing_mid_body_closes_client_connection(make_proxy, mak
 
 
 @pytest.mark.gen_test(timeout=15)
-async def test_stalled_response_body_is_cut_after_idle_timeout(make_proxy, backend, open_client):
-    proxy = await make_proxy(idle_timeout=1)
-    await proxy.add_route("/", backend.url, {"hub": True})
+async def test_stalled_response_body_is_cut_after_idle_timeout(routed_proxy, backend, open_client):
+    proxy = await routed_proxy({"/": backend.url}, idle_timeout=1)
     client = await open_client(proxy)
     await client.send(build_request("GET", "/stall"))
     head = await client.read_head()
@@ -148,47 +142,37 @@ async def test_malformed_request_is_400_and_others_are_served(proxy, open_client
     await _assert_serves(await open_client(proxy))
 
 
+@pytest.mark.parametrize(
+    "limit, target, headers, status",
+    [
+        pytest.param({"max_url_size": 1024}, "/" + "a" * 2048, [], 414, id="oversized-request-line-414"),
+        pytest.param({"max_header_size": 4096}, "/big-header", [("X-Big", "b" * 8192)], 431, id="oversized-header-431"),
+        pytest.param(
+            {"max_header_count": 10},
+            "/many-headers",
+            [(f"X-H{i}", str(i)) for i in range(20)],
+            431,
+            id="too-many-headers-431",
+        ),
+    ],
+)
 @pytest.mark.gen_test(timeout=10)
-async def test_oversized_request_line_is_414(make_proxy, backend, open_client):
-    proxy = await make_proxy(max_url_size=1024)
-    await proxy.add_route("/", backend.url, {"hub": True})
+async def test_request_over_a_limit_is_refused_and_others_are_served(
+    routed_proxy, backend, open_client, limit, target, headers, status
+):
+    proxy = await routed_proxy({"/": backend.url}, **limit)
     client = await open_client(proxy)
 
-    response = await client.request("GET", "/" + "a" * 2048)
+    response = await client.request("GET", target, headers)
 
-    assert response.status == 414
+    assert response.status == status
     assert backend.requests == []
     await _assert_serves(await open_client(proxy))
 
 
-@pytest.mark.gen_test(timeout=10)
-async def test_oversized_header_is_431(make_proxy, backend, open_client):
-    proxy = await make_proxy(max_header_size=4096)
-    await proxy.add_route("/", backend.url, {"hub": True})
-    client = await open_client(proxy)
-
-    response = await client.request("GET", "/big-header", [("X-Big", "b" * 8192)])
-
-    assert response.status == 431
-    assert backend.requests == []
-
-
-@pytest.mark.gen_test(timeout=10)
-async def test_too_many_headers_is_431(make_proxy, backend, open_client):
-    proxy = await make_proxy(max_header_count=10)
-    await proxy.add_route("/", backend.url, {"hub": True})
-    client = await open_client(proxy)
-
-    response = await client.request("GET", "/many-headers", [(f"X-H{i}", str(i)) for i in range(20)])
-
-    assert response.status == 431
-    assert backend.requests == []
-
-
 @pytest.mark.gen_test(timeout=15)
-async def test_stalled_request_head_is_dropped_after_client_header_timeout(make_proxy, backend, open_client):
-    proxy = await make_proxy(client_header_timeout=1)
-    await proxy.add_route("/", backend.url, {"hub": True})
+async def test_stalled_request_head_is_dropped_after_client_header_timeout(routed_proxy, backend, open_client):
+    proxy = await routed_proxy({"/": backend.url}, client_header_timeout=1)
     slow = await open_client(proxy)
     await slow.send(b"GET /hal")  # and nothing more
 
@@ -199,9 +183,8 @@ async def test_stalled_request_head_is_dropped_after_client_header_timeout(make_
 
 
 @pytest.mark.gen_test(timeout=15)
-async def test_idle_keep_alive_client_connection_is_closed_after_timeout(make_proxy, backend, open_client):
-    proxy = await make_proxy(client_keep_alive_timeout=0.5)
-    await proxy.add_route("/", backend.url, {"hub": True})
+async def test_idle_keep_alive_client_connection_is_closed_after_timeout(routed_proxy, backend, open_client):
+    proxy = await routed_proxy({"/": backend.url}, client_keep_alive_timeout=0.5)
     client = await open_client(proxy)
     await _assert_serves(client)
 
@@ -229,10 +212,9 @@ async def test_error_body_does_not_echo_request_target(make_proxy, open_client, 
 
 @pytest.mark.gen_test(timeout=10)
 async def test_connection_beyond_max_client_connections_gets_503_and_is_closed(
-    make_proxy, backend, open_client
+    routed_proxy, backend, open_client
 ):
-    proxy = await make_proxy(max_client_connections=2)
-    await proxy.add_route("/", backend.url, {"hub": True})
+    proxy = await routed_proxy({"/": backend.url}, max_client_connections=2)
     first, second = await open_client(proxy), await open_client(proxy)
     await _assert_serves(first)
     await _assert_serves(second)

@@ -39,12 +39,6 @@ from attack_helpers import (
     snapshot,
 )
 
-pytestmark = [
-    # pytest-tornado's io_loop fixture calls these on Tornado 6.6
-    pytest.mark.filterwarnings("ignore:make_current is deprecated:DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:clear_current is deprecated:DeprecationWarning"),
-]
-
 RUNS = 1000
 WARM_UP_RUNS = 50
 CONCURRENCY = 20
@@ -206,7 +200,7 @@ async def quiesce(proxy, backend, baseline=None):
 
 @pytest.mark.slow
 @pytest.mark.gen_test(timeout=600)
-async def test_thousand_faults_of_each_kind_leave_nothing_behind(make_proxy):
+async def test_thousand_faults_of_each_kind_leave_nothing_behind(routed_proxy):
     log = logging.getLogger("test_faults.proxy")
     log.propagate = False  # thousands of expected warnings: count them, don't store them
     log.setLevel(logging.DEBUG)
@@ -215,13 +209,13 @@ async def test_thousand_faults_of_each_kind_leave_nothing_behind(make_proxy):
     backend = await FaultBackend().start()
     try:
         with LoopProblems() as problems:
-            proxy = await make_proxy(
+            proxy = await routed_proxy(
+                {"/": backend.url},
                 log=log,
                 response_header_timeout=0.5,
                 upstream_keep_alive_timeout=1,
                 new_route_retry_period=0,
             )
-            await proxy.add_route("/", backend.url, {"hub": True})
             ctx = Context(address_of_proxy(proxy), backend)
 
             for run, _ in KINDS.values():  # warm up allocators, pools and code paths

@@ -4,7 +4,6 @@ Black-box: a real InProcessProxy between real backends on 127.0.0.1 (or unix
 sockets) and raw clients that send exactly the bytes a test gives.
 """
 
-import ssl
 
 import pytest
 from tornado.httpclient import AsyncHTTPClient
@@ -21,12 +20,6 @@ from backends import (
 
 #: requests sent over one client connection in the keep-alive tests
 KEEP_ALIVE_REQUESTS = 5
-
-
-async def _route_to(make_proxy, backend, routespec="/", **traits):
-    proxy = await make_proxy(**traits)
-    await proxy.add_route(routespec, backend.url, {"hub": True} if routespec == "/" else {"user": "x"})
-    return proxy
 
 
 def _split_list(value):
@@ -56,9 +49,9 @@ async def test_separate_clients_reuse_the_pooled_upstream_connection(proxy, back
 
 
 @pytest.mark.gen_test(timeout=20)
-async def test_pooled_connection_closed_by_backend_is_replaced_for_get(make_proxy, make_backend, open_client):
+async def test_pooled_connection_closed_by_backend_is_replaced_for_get(routed_proxy, make_backend, open_client):
     backend = make_backend(idle_connection_timeout=0.2)
-    proxy = await _route_to(make_proxy, backend)
+    proxy = await routed_proxy({"/": backend.url})
     client = await open_client(proxy)
     assert (await client.request("GET", "/first")).status == 200
     backend.connection_closed.clear()
@@ -72,12 +65,11 @@ async def test_pooled_connection_closed_by_backend_is_replaced_for_get(make_prox
 
 @pytest.mark.gen_test(timeout=20)
 async def test_pooled_connection_dropped_as_it_is_reused_is_retried_for_get(
-    make_proxy, make_raw_backend, open_client
+    routed_proxy, make_raw_backend, open_client
 ):
     script = AnswerOncePerConnection()
     url = await make_raw_backend(script)
-    proxy = await make_proxy()
-    await proxy.add_route("/", url, {"hub": True})
+    proxy = await routed_proxy({"/": url})
     client = await open_client(proxy)
     assert (await client.request("GET", "/first")).status == 200
 
@@ -90,12 +82,11 @@ async def test_pooled_connection_dropped_as_it_is_reused_is_retried_for_get(
 
 @pytest.mark.gen_test(timeout=20)
 async def test_pooled_connection_dropped_under_a_post_is_an_error_not_a_retry(
-    make_proxy, make_raw_backend, open_client
+    routed_proxy, make_raw_backend, open_client
 ):
     script = AnswerOncePerConnection()
     url = await make_raw_backend(script)
-    proxy = await make_proxy()
-    await proxy.add_route("/", url, {"hub": True})
+    proxy = await routed_proxy({"/": url})
     client = await open_client(proxy)
     assert (await client.request("GET", "/first")).status == 200
 
@@ -107,9 +98,9 @@ async def test_pooled_connection_dropped_under_a_post_is_an_error_not_a_retry(
 
 @pytest.mark.gen_test(timeout=20)
 async def test_idle_upstream_connection_is_closed_after_upstream_keep_alive_timeout(
-    make_proxy, backend, open_client
+    routed_proxy, backend, open_client
 ):
-    proxy = await _route_to(make_proxy, backend, upstream_keep_alive_timeout=0.3)
+    proxy = await routed_proxy({"/": backend.url}, upstream_keep_alive_timeout=0.3)
     client = await open_client(proxy)
     assert (await client.request("GET", "/pooled")).status == 200
     backend.connection_closed.clear()
@@ -309,10 +300,9 @@ async def test_gzip_body_passes_through_compressed(proxy, open_client):
 
 
 @pytest.mark.gen_test(timeout=10)
-async def test_no_content_type_server_or_etag_injected_into_response(make_proxy, make_raw_backend, open_client):
+async def test_no_content_type_server_or_etag_injected_into_response(routed_proxy, make_raw_backend, open_client):
     url = await make_raw_backend(bare_response_script)
-    proxy = await make_proxy()
-    await proxy.add_route("/", url, {"hub": True})
+    proxy = await routed_proxy({"/": url})
     client = await open_client(proxy)
 
     response = await client.request("GET", "/bare")
@@ -336,21 +326,15 @@ async def test_http_target_serves_a_tornado_client(proxy):
     assert Echo.of_json(response.body).uri == "/via/tornado"
 
 
-def _https_options(tls_files):
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(tls_files.cert, tls_files.key)
-    return context
-
-
 @pytest.mark.gen_test(timeout=10)
 async def test_https_target_trusted_through_ssl_cert_file(
-    make_proxy, make_backend, open_client, tls_files, monkeypatch
+    routed_proxy, make_backend, open_client, tls_files, monkeypatch
 ):
     # Without internal_ssl the proxy verifies https targets with the default
     # context; SSL_CERT_FILE is how an operator makes it trust a private CA.
     monkeypatch.setenv("SSL_CERT_FILE", tls_files.ca)
-    backend = make_backend(ssl_options=_https_options(tls_files))
-    proxy = await _route_to(make_proxy, backend)
+    backend = make_backend(ssl_options=tls_files.server_context())
+    proxy = await routed_proxy({"/": backend.url})
     client = await open_client(proxy)
 
     echo = Echo.of(await client.request("GET", "/over/tls"))
@@ -360,10 +344,10 @@ async def test_https_target_trusted_through_ssl_cert_file(
 
 @pytest.mark.gen_test(timeout=10)
 async def test_https_target_with_untrusted_certificate_is_503(
-    make_proxy, make_backend, open_client, tls_files
+    routed_proxy, make_backend, open_client, tls_files
 ):
-    backend = make_backend(ssl_options=_https_options(tls_files))
-    proxy = await _route_to(make_proxy, backend, new_route_retry_period=0)
+    backend = make_backend(ssl_options=tls_files.server_context())
+    proxy = await routed_proxy({"/": backend.url}, new_route_retry_period=0)
     client = await open_client(proxy)
     response = await client.request("GET", "/over/untrusted/tls")
     assert response.status == 503
@@ -371,9 +355,9 @@ async def test_https_target_with_untrusted_certificate_is_503(
 
 
 @pytest.mark.gen_test(timeout=10)
-async def test_unix_socket_target(make_proxy, make_backend, open_client, tmp_path):
+async def test_unix_socket_target(routed_proxy, make_backend, open_client, tmp_path):
     backend = make_backend(unix_socket=str(tmp_path / "backend.sock"))
-    proxy = await _route_to(make_proxy, backend, "/user/unix/")
+    proxy = await routed_proxy({"/user/unix/": backend.url})
     client = await open_client(proxy)
 
     for i in range(2):

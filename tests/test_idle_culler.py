@@ -101,7 +101,7 @@ def test_culler_spares_the_server_with_proxied_traffic(hub):
             busy = hub.server_state(BUSY)
             assert busy is not None, f"{BUSY}'s server was culled after {elapsed:.0f} s despite its traffic"
             if busy["ready"]:
-                response = session.get(f"{hub.url}/user/{BUSY}/api/status", timeout=10)
+                response = session.get(f"{hub.public_url}/user/{BUSY}/api/status", timeout=10)
                 assert response.status_code == 200, (response.status_code, response.text[:500])
                 pings += 1
             if culled_after is None and hub.server_state(IDLE) is None:

@@ -32,12 +32,9 @@ Environment knobs:
     the same selection against configurable-http-proxy for comparison.
 """
 
-import ctypes
-import importlib.util
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -48,27 +45,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from backends import closed_port
 
-try:
-    import psutil
-except ImportError:  # then only the child's process group is killed
-    psutil = None
+from support.modules import load_module
+from support.ports import free_port
+from support.processes import ChildProcess
 
 TESTS_DIR = Path(__file__).resolve().parent
 SUITE_DIR = TESTS_DIR / "jupyterhub_suite"
 HUB_TESTS_DIR = TESTS_DIR / "hub"
 
 
-def _load_plugin():
-    """The vendored plugin module, without putting its directory on our sys.path."""
-    spec = importlib.util.spec_from_file_location("_jh_proxy_plugin", SUITE_DIR / "jh_proxy_plugin.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-jh_proxy_plugin = _load_plugin()
+# the vendored plugin, without putting its directory on our sys.path
+jh_proxy_plugin = load_module("_jh_proxy_plugin", SUITE_DIR / "jh_proxy_plugin.py")
 
 #: child runs at once. 1 by default: two at a time on 2 cores halves the
 #: time but JupyterHub's internal_ssl tests then see mock servers start past
@@ -83,10 +71,6 @@ CHILD_TEST_TIMEOUT = 180
 WATCH_INTERVAL = 2.0
 
 PROXY_CLASS = os.environ.get("JUPYTERHUB_TEST_PROXY_CLASS") or "inprocess"
-
-#: prctl(2), to have a child killed when the driver dies (Linux only)
-_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
-_PR_SET_PDEATHSIG = 1
 
 #: the environment of each mode, on top of the common one (``child_env``)
 MODES = {
@@ -184,9 +168,9 @@ RUNS = (
     ),
 )
 
-#: configurable-http-proxy 5.3.0 with JupyterHub 6.1.1 on a 2-core machine
-#: (shared/jupyterhub-suite/README.md and shared/research/hub.md, section 3.4):
-#: (mode, module) -> (passed, skipped, time). test_spawner is only
+#: configurable-http-proxy 5.3.0 with JupyterHub 6.1.1, the same modules run with the
+#: default proxy class on a 2-core machine shared with other work (load 2-4, so the
+#: times are indicative): (mode, module) -> (passed, skipped, time). test_spawner is only
 #: test_spawner_routing here, whose 4 cases are part of the 39 measured.
 CHP_BASELINE = {
     ("default", "test_proxy"): (32, 2, "~1 min"),
@@ -321,7 +305,7 @@ def child_env(mode):
     env.pop("PYTEST_PLUGINS", None)
     env.update(MODES[mode])
     if "JUPYTERHUB_TEST_SUBDOMAIN_HOST" in env:
-        env["JUPYTERHUB_TEST_SUBDOMAIN_HOST"] = env["JUPYTERHUB_TEST_SUBDOMAIN_HOST"].format(port=closed_port())
+        env["JUPYTERHUB_TEST_SUBDOMAIN_HOST"] = env["JUPYTERHUB_TEST_SUBDOMAIN_HOST"].format(port=free_port())
     # the suite starts `jupyterhub-singleuser` and `python -m ...` by name
     bin_dir = os.path.dirname(sys.executable)
     env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")]) if env.get("PATH") else bin_dir
@@ -358,87 +342,6 @@ def child_command(run, workdir):
 
 
 # --- processes -------------------------------------------------------------------------
-
-
-def _descendants(pid):
-    if psutil is None:
-        return []
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        return []
-
-
-def _signal_group(pgid, signum):
-    if pgid == os.getpgrp():
-        return  # never our own
-    try:
-        os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass  # the group is gone
-
-
-def _freeze_tree(pid, seen):
-    """SIGSTOP every process below ``pid`` (recording it in ``seen``) until none is new.
-
-    A stopped process starts nothing, so the walk ends; what a process forked just
-    before it stopped shows up in the next pass.
-    """
-    frozen = set()
-    while True:
-        found = [p for p in _descendants(pid) if p.pid not in frozen]
-        if not found:
-            return
-        for p in found:
-            frozen.add(p.pid)
-            try:
-                seen.setdefault((p.pid, p.create_time()), p)
-                p.suspend()
-            except psutil.Error:
-                pass  # exited meanwhile
-
-
-def _kill(proc, seen):
-    """Kill the child, its process group and every still-running process seen below it.
-
-    Returns how many of the processes seen below the child were still running.
-    """
-    if proc.returncode is None:
-        # not reaped yet, so the pid is still the child's: freeze the child
-        # (nothing new gets started), then everything below it, then kill
-        _signal_group(proc.pid, signal.SIGSTOP)
-        _freeze_tree(proc.pid, seen)
-    # the child leads its own group (start_new_session); Linux does not reuse
-    # a pid while a group of that id has members, so this is safe after it exits
-    _signal_group(proc.pid, signal.SIGKILL)
-    alive = 0
-    for p in list(seen.values()):  # a worker may still be adding to it
-        try:
-            # is_running() is also False when the pid was reused
-            if not p.is_running() or p.status() == psutil.STATUS_ZOMBIE:
-                continue
-            alive += 1
-            _signal_group(os.getpgid(p.pid), signal.SIGKILL)  # its kernels, too
-            p.kill()
-        except (psutil.Error, ProcessLookupError):
-            pass  # exited meanwhile
-    return alive
-
-
-def _die_with_driver(driver_pid):
-    """A preexec_fn: the child gets SIGKILL if the driver dies without cleaning up (Linux).
-
-    Strictly, when the thread that started it ends: the runner's worker threads
-    live until ``ChildRunner.stop()``, after every child has been reaped.
-    """
-
-    def preexec():
-        if _PRCTL is not None:
-            _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
-            if os.getppid() != driver_pid:  # the driver died before prctl
-                os._exit(1)
-
-    return preexec
 
 
 def _reap(proc):
@@ -486,54 +389,47 @@ class ChildRunner:
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
         result.output_path = workdir / "output.txt"
-        seen = {}
         start = time.monotonic()
-        with open(result.output_path, "wb") as output:
+        with self._lock:
+            if self._stopping:
+                result.crash = "session ended before the run started"
+                return
+            # started from this worker thread, which lives until ChildRunner.stop()
+            # has reaped every child: the child's PR_SET_PDEATHSIG follows the thread
+            child = ChildProcess(
+                child_command(run, workdir),
+                name=run.id,
+                log_path=result.output_path,
+                cwd=workdir,
+                env=child_env(run.mode),
+            )
+            self._running[run.id] = child
+        usage = None
+        try:
+            deadline = start + run.timeout
+            next_look = start
+            while True:
+                usage = _reap(child.popen)
+                if usage is not None:
+                    break
+                now = time.monotonic()
+                if now > deadline:
+                    result.timed_out = True
+                    break
+                if now >= next_look:
+                    next_look = now + WATCH_INTERVAL
+                    child.look()
+                time.sleep(0.1)
+        finally:
             with self._lock:
-                if self._stopping:
-                    result.crash = "session ended before the run started"
-                    return
-                proc = subprocess.Popen(
-                    child_command(run, workdir),
-                    cwd=workdir,
-                    env=child_env(run.mode),
-                    stdin=subprocess.DEVNULL,
-                    stdout=output,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    preexec_fn=_die_with_driver(os.getpid()),
-                )
-                self._running[run.id] = (proc, seen)
-            usage = None
-            try:
-                deadline = start + run.timeout
-                next_look = start
-                while True:
-                    usage = _reap(proc)
-                    if usage is not None:
-                        break
-                    now = time.monotonic()
-                    if now > deadline:
-                        result.timed_out = True
-                        break
-                    if now >= next_look:
-                        next_look = now + WATCH_INTERVAL
-                        for p in _descendants(proc.pid):
-                            try:
-                                seen.setdefault((p.pid, p.create_time()), p)
-                            except psutil.Error:
-                                pass  # gone already
-                    time.sleep(0.1)
-            finally:
-                with self._lock:
-                    self._running.pop(run.id, None)
-                # past the deadline: everything; after a normal exit: what the suite left running
-                killed = _kill(proc, seen)
-                if proc.returncode is None:
-                    _, status, usage = os.wait4(proc.pid, 0)
-                    proc.returncode = os.waitstatus_to_exitcode(status)
+                self._running.pop(run.id, None)
+            # past the deadline: everything; after a normal exit: what the suite left running
+            killed = len(child.kill())
+            if child.returncode is None:
+                _, status, usage = os.wait4(child.pid, 0)
+                child.popen.returncode = os.waitstatus_to_exitcode(status)
         result.leftovers = 0 if result.timed_out else killed
-        result.returncode = proc.returncode
+        result.returncode = child.returncode
         result.seconds = time.monotonic() - start
         if usage is not None:
             result.cpu_seconds = usage.ru_utime + usage.ru_stime
@@ -551,8 +447,8 @@ class ChildRunner:
         with self._lock:
             self._stopping = True
             running = list(self._running.values())
-        for proc, seen in running:
-            _kill(proc, seen)
+        for child in running:
+            child.kill()
 
     def stop(self):
         """Kill what still runs, drop what has not started, wait for the workers."""

@@ -14,13 +14,8 @@ import time
 
 import pytest
 
-from attack_helpers import RecordingBackend, address_of_proxy, get, rss_kib
-
-pytestmark = [
-    # pytest-tornado's io_loop fixture calls these on Tornado 6.6
-    pytest.mark.filterwarnings("ignore:make_current is deprecated:DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:clear_current is deprecated:DeprecationWarning"),
-]
+from attack_helpers import RecordingBackend, address_of_proxy, get
+from support.procfs import rss_kib
 
 #: the proxy's defaults (docs/configuration.md)
 MAX_URL = 16384
@@ -83,15 +78,14 @@ async def stream_until_answered(address, prefix, filler=b"", total=0):
 
 
 @pytest.fixture
-def limited_proxy(io_loop, make_proxy):
+def limited_proxy(io_loop, routed_proxy):
     """A proxy with default limits, ``/`` routed to a recording backend."""
     backends = []
 
     async def start():
         backend = await RecordingBackend("H").start()
         backends.append(backend)
-        proxy = await make_proxy(new_route_retry_period=0)
-        await proxy.add_route("/", backend.url, {"hub": True})
+        proxy = await routed_proxy({"/": backend.url}, new_route_retry_period=0)
         proxy.test_backend = backend
         return proxy
 

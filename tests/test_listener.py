@@ -3,7 +3,6 @@
 import asyncio
 import os
 import socket
-import ssl
 import stat
 from urllib.parse import quote, urlsplit
 
@@ -17,17 +16,12 @@ def _unix_url(path):
     return "http+unix://" + quote(str(path), safe="")
 
 
-async def _add_hub_route(proxy, backend):
-    await proxy.add_route("/", backend.url, {"hub": True})
-
-
 # -- binding ----------------------------------------------------------------------------
 
 
 @pytest.mark.gen_test(timeout=10)
-async def test_port_zero_binds_a_free_port_and_serves(make_proxy, backend, open_client):
-    proxy = await make_proxy(public_url="http://127.0.0.1:0/")
-    await _add_hub_route(proxy, backend)
+async def test_port_zero_binds_a_free_port_and_serves(routed_proxy, backend, open_client):
+    proxy = await routed_proxy({"/": backend.url}, public_url="http://127.0.0.1:0/")
 
     port = urlsplit(proxy.public_url).port
     assert port not in (None, 0), proxy.public_url
@@ -36,10 +30,9 @@ async def test_port_zero_binds_a_free_port_and_serves(make_proxy, backend, open_
 
 
 @pytest.mark.gen_test(timeout=10)
-async def test_unix_socket_listener_serves_with_configured_mode(make_proxy, backend, open_client, tmp_path):
+async def test_unix_socket_listener_serves_with_configured_mode(routed_proxy, backend, open_client, tmp_path):
     path = tmp_path / "proxy.sock"
-    proxy = await make_proxy(public_url=_unix_url(path), unix_socket_mode=0o660)
-    await _add_hub_route(proxy, backend)
+    proxy = await routed_proxy({"/": backend.url}, public_url=_unix_url(path), unix_socket_mode=0o660)
 
     mode = os.stat(path).st_mode
     assert stat.S_ISSOCK(mode)
@@ -57,27 +50,27 @@ async def test_unix_socket_listener_default_mode_is_owner_only(make_proxy, tmp_p
 
 
 @pytest.mark.gen_test(timeout=10)
-async def test_unix_socket_listener_replaces_stale_socket_file(make_proxy, backend, open_client, tmp_path):
+async def test_unix_socket_listener_replaces_stale_socket_file(routed_proxy, backend, open_client, tmp_path):
     path = tmp_path / "proxy.sock"
     with socket.socket(socket.AF_UNIX) as stale:
         stale.bind(str(path))  # closing leaves the file behind, as a crashed Hub would
     assert path.exists()
 
-    proxy = await make_proxy(public_url=_unix_url(path))
-    await _add_hub_route(proxy, backend)
+    proxy = await routed_proxy({"/": backend.url}, public_url=_unix_url(path))
 
     client = await open_client(proxy)
     assert (await client.request("GET", "/after-stale")).status == 200
 
 
 @pytest.mark.gen_test(timeout=10)
-async def test_tls_listener_serves_with_ssl_cert_and_key(make_proxy, backend, open_client, self_signed_tls_files):
+async def test_tls_listener_serves_with_ssl_cert_and_key(routed_proxy, backend, open_client, self_signed_tls_files):
     tls = self_signed_tls_files
-    proxy = await make_proxy(public_url="https://127.0.0.1:0/", ssl_cert=tls.cert, ssl_key=tls.key)
-    await _add_hub_route(proxy, backend)
+    proxy = await routed_proxy(
+        {"/": backend.url}, public_url="https://127.0.0.1:0/", ssl_cert=tls.cert, ssl_key=tls.key
+    )
     assert proxy.public_url.startswith("https://127.0.0.1:")
 
-    client = await open_client(proxy, ssl=ssl.create_default_context(cafile=tls.ca))
+    client = await open_client(proxy, ssl=tls.client_context())
     echo = Echo.of(await client.request("GET", "/over/tls", host="hub.example.org"))
 
     assert echo.uri == "/over/tls"
@@ -120,9 +113,8 @@ async def test_health_check_answers_ok_with_empty_route_table(make_proxy, open_c
 
 
 @pytest.mark.gen_test(timeout=15)
-async def test_stop_lets_in_flight_request_finish(make_proxy, backend, open_client):
-    proxy = await make_proxy(stop_timeout=5)
-    await _add_hub_route(proxy, backend)
+async def test_stop_lets_in_flight_request_finish(routed_proxy, backend, open_client):
+    proxy = await routed_proxy({"/": backend.url}, stop_timeout=5)
     client = await open_client(proxy)
     await client.send(build_request("GET", "/gated"))
     await backend.entered.wait()
@@ -139,9 +131,8 @@ async def test_stop_lets_in_flight_request_finish(make_proxy, backend, open_clie
 
 
 @pytest.mark.gen_test(timeout=15)
-async def test_stop_cuts_request_running_past_stop_timeout(make_proxy, backend, open_client):
-    proxy = await make_proxy(stop_timeout=0.5)
-    await _add_hub_route(proxy, backend)
+async def test_stop_cuts_request_running_past_stop_timeout(routed_proxy, backend, open_client):
+    proxy = await routed_proxy({"/": backend.url}, stop_timeout=0.5)
     client = await open_client(proxy)
     await client.send(build_request("GET", "/gated"))  # never released
     await backend.entered.wait()
@@ -155,9 +146,8 @@ async def test_stop_cuts_request_running_past_stop_timeout(make_proxy, backend, 
 
 
 @pytest.mark.gen_test(timeout=15)
-async def test_stop_closes_idle_keep_alive_connections_at_once(make_proxy, backend, open_client):
-    proxy = await make_proxy(stop_timeout=5)
-    await _add_hub_route(proxy, backend)
+async def test_stop_closes_idle_keep_alive_connections_at_once(routed_proxy, backend, open_client):
+    proxy = await routed_proxy({"/": backend.url}, stop_timeout=5)
     client = await open_client(proxy)
     assert (await client.request("GET", "/then-idle")).status == 200
 

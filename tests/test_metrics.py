@@ -7,7 +7,6 @@ with a token that has ``read:metrics``, as Prometheus would), sends a known
 mix of requests, scrapes again and checks each metric moved by what was sent.
 """
 
-import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -15,6 +14,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 from realhub import RealHub
+from support.ports import free_port
 
 OK_REQUESTS = 7
 NOT_FOUND_REQUESTS = 3
@@ -45,16 +45,10 @@ def echo_server():
     thread.join(10)
 
 
-def _closed_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def hub(tmp_path, echo_server):
     config = f"""
-    c.Proxy.extra_routes = {{"/echo/": {echo_server!r}, "/dead/": "http://127.0.0.1:{_closed_port()}"}}
+    c.Proxy.extra_routes = {{"/echo/": {echo_server!r}, "/dead/": "http://127.0.0.1:{free_port()}"}}
     c.InProcessProxy.new_route_retry_period = 0
     c.JupyterHub.load_roles[0]["scopes"].append("read:metrics")
     """
@@ -83,11 +77,11 @@ def value(samples, name, **labels):
 def test_hub_metrics_count_proxied_traffic(hub):
     before = scrape(hub)
     for _ in range(OK_REQUESTS):
-        assert requests.get(f"{hub.url}/echo/ok", timeout=10).status_code == 200
+        assert requests.get(f"{hub.public_url}/echo/ok", timeout=10).status_code == 200
     for _ in range(NOT_FOUND_REQUESTS):
-        assert requests.get(f"{hub.url}/echo/missing", timeout=10).status_code == 404
+        assert requests.get(f"{hub.public_url}/echo/missing", timeout=10).status_code == 404
     for _ in range(DEAD_REQUESTS):
-        assert requests.get(f"{hub.url}/dead/x", timeout=10).status_code == 503
+        assert requests.get(f"{hub.public_url}/dead/x", timeout=10).status_code == 503
     after = scrape(hub)
 
     def delta(name, **labels):

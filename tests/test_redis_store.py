@@ -12,18 +12,19 @@ import json
 import logging
 import random
 import secrets
-import statistics
 import time
 
 import pytest
 import redis.asyncio as redis
 
-from backends import RawClient, address_of, assert_nothing_listening, make_tls_files
+from backends import RawClient, address_of, assert_nothing_listening
 from inprocess_proxy.activity import isoformat
 from inprocess_proxy.options import ProxyOptions
 from inprocess_proxy.plane import DataPlane
 from inprocess_proxy.redisstore import PASSWORD_ENV, RedisRouteStore
 from inprocess_proxy.store import RouteStoreUnavailable
+from support.ports import free_port
+from support.tls import make_tls_files
 
 #: seconds a replica gets to load the table
 READY_TIMEOUT = 10
@@ -274,9 +275,7 @@ async def test_health_check_503_until_loaded_then_200_even_with_redis_down(make_
 
 @pytest.mark.gen_test(timeout=30)
 async def test_not_ready_while_redis_unreachable(make_replica, backend):
-    from backends import closed_port
-
-    replica = await make_replica(url=f"redis://127.0.0.1:{closed_port()}/0", wait=False)
+    replica = await make_replica(url=f"redis://127.0.0.1:{free_port()}/0", wait=False)
     with pytest.raises(TimeoutError, match="route table not loaded from Redis at redis://127.0.0.1:.*Connect"):
         await replica.store.wait_ready(0.5)
     assert not replica.store.ready and not replica.store.connected

@@ -14,7 +14,8 @@ Invariants checked over everything each backend ever received:
 - no backend receives a path with a dot segment.
 
 The second half checks that error pages never echo request input unescaped
-(issue 6, item 8), without a Hub and with one.
+(a page that does is a reflected cross-site scripting hole), without a Hub and
+with one.
 """
 
 import posixpath
@@ -22,15 +23,9 @@ from urllib.parse import unquote
 
 import pytest
 from jupyterhub.objects import Hub
-from tornado.testing import bind_unused_port
 
 from attack_helpers import RecordingBackend, address_of_proxy, exchange, get, parse_responses, reparse_llhttp
-
-pytestmark = [
-    # pytest-tornado's io_loop fixture calls these on Tornado 6.6
-    pytest.mark.filterwarnings("ignore:make_current is deprecated:DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:clear_current is deprecated:DeprecationWarning"),
-]
+from support.ports import free_port
 
 A, B, HUB = "A", "B", "H"
 
@@ -176,12 +171,6 @@ MARKUP = (b"<script", b"<img", b"\"'>")
 FORBIDDEN = MARKUP + (b"%3Cscript", b"onerror")
 
 
-def _free_port():
-    sock, port = bind_unused_port()
-    sock.close()
-    return port
-
-
 async def hostile_requests(address, target):
     """A GET, a HEAD and a websocket upgrade of ``target``; returns their responses."""
     results = []
@@ -211,7 +200,7 @@ async def test_error_pages_without_hub_never_echo_request(make_proxy, situation)
     proxy = await make_proxy(new_route_retry_period=0, max_url_size=200)
     assert proxy.hub is None
     if situation == "dead_target_503":
-        await proxy.add_route("/", f"http://127.0.0.1:{_free_port()}", {"hub": True})
+        await proxy.add_route("/", f"http://127.0.0.1:{free_port()}", {"hub": True})
     address = address_of_proxy(proxy)
     expected = {"missing_route_404": 404, "dead_target_503": 503, "dot_segment_400": 400, "long_target_414": 414}[
         situation

@@ -1,8 +1,11 @@
 """RouteTrie: longest whole-segment prefix, escaping, host routing, validation.
 
 The first tables adapt configurable-http-proxy's ``test/trie_spec.js``; the
-rest cover what JupyterHub's escaped routespecs and subdomain mode need
-(research notes: hub.md 1.3-1.5, chp.md 3 and 8).
+rest cover what JupyterHub 6.1.1's routespecs need: they are escaped strings
+(``Proxy.validate_routespec``, ``User.proxy_spec``), named-server routes nest
+under their user's route, and with ``subdomain_host`` a user route starts with
+its host while ``/`` stays the fallback for every host, matched as CHP does
+(``lib/configproxy.js``: ``/`` + host + path).
 """
 
 import pytest

@@ -17,12 +17,6 @@ import pytest
 
 from attack_helpers import RecordingBackend, address_of_proxy, percentile
 
-pytestmark = [
-    # pytest-tornado's io_loop fixture calls these on Tornado 6.6
-    pytest.mark.filterwarnings("ignore:make_current is deprecated:DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:clear_current is deprecated:DeprecationWarning"),
-]
-
 HEADER_TIMEOUT = 2.0
 SLOW_CLIENTS = 300
 DRIBBLE_EVERY = 0.5
@@ -90,12 +84,11 @@ class SlowClient:
 
 @pytest.mark.slow
 @pytest.mark.gen_test(timeout=60)
-async def test_slowloris_is_cut_and_barely_slows_a_normal_client(make_proxy):
+async def test_slowloris_is_cut_and_barely_slows_a_normal_client(routed_proxy):
     backend = await RecordingBackend("normal", record=False).start()
     slow = []
     try:
-        proxy = await make_proxy(client_header_timeout=HEADER_TIMEOUT, new_route_retry_period=0)
-        await proxy.add_route("/", backend.url, {"hub": True})
+        proxy = await routed_proxy({"/": backend.url}, client_header_timeout=HEADER_TIMEOUT, new_route_retry_period=0)
         address = address_of_proxy(proxy)
         reader, writer = await asyncio.open_connection(*address)
         await timed_requests(reader, writer, 0.3)  # warm up: pooled upstream connection, code paths

@@ -20,6 +20,7 @@ from backends import (
     close_delimited_script,
     early_hints_script,
 )
+from support.procfs import peak_rss_kib, reset_peak_rss, rss_kib
 
 #: bytes moved each way by the large-transfer tests (the issue asks for 1 GB)
 TRANSFER_SIZE = 1 << 30
@@ -114,10 +115,9 @@ async def test_bodyless_status_is_framed_and_connection_stays_usable(proxy, open
 
 
 @pytest.mark.gen_test(timeout=10)
-async def test_103_early_hints_then_final_200(make_proxy, make_raw_backend, open_client):
+async def test_103_early_hints_then_final_200(routed_proxy, make_raw_backend, open_client):
     url = await make_raw_backend(early_hints_script)
-    proxy = await make_proxy()
-    await proxy.add_route("/", url, {"hub": True})
+    proxy = await routed_proxy({"/": url})
     client = await open_client(proxy)
 
     response = await client.request("GET", "/hints")
@@ -129,10 +129,9 @@ async def test_103_early_hints_then_final_200(make_proxy, make_raw_backend, open
 
 
 @pytest.mark.gen_test(timeout=10)
-async def test_close_delimited_response_body_arrives_whole(make_proxy, make_raw_backend, open_client):
+async def test_close_delimited_response_body_arrives_whole(routed_proxy, make_raw_backend, open_client):
     url = await make_raw_backend(close_delimited_script)
-    proxy = await make_proxy()
-    await proxy.add_route("/", url, {"hub": True})
+    proxy = await routed_proxy({"/": url})
     client = await open_client(proxy)
 
     response = await client.request("GET", "/until-close")
@@ -191,14 +190,6 @@ async def test_client_leaving_mid_download_closes_upstream_connection(proxy, bac
     await backend.connection_closed.wait()
 
 
-def _status_kib(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
 class PeakRss:
     """RSS of this process: a baseline now, the peak until ``stop()``.
 
@@ -209,23 +200,22 @@ class PeakRss:
     def __init__(self):
         gc.collect()
         try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
+            reset_peak_rss()
             self.hwm_reset = True
         except OSError:
             self.hwm_reset = False
-        self.baseline = self.peak = _status_kib("VmRSS") * 1024
+        self.baseline = self.peak = rss_kib() * 1024
         self._timer = PeriodicCallback(self._sample, 10)
         self._timer.start()
 
     def _sample(self):
-        self.peak = max(self.peak, _status_kib("VmRSS") * 1024)
+        self.peak = max(self.peak, rss_kib() * 1024)
 
     def stop(self):
         self._timer.stop()
         self._sample()
         if self.hwm_reset:
-            self.peak = max(self.peak, _status_kib("VmHWM") * 1024)
+            self.peak = max(self.peak, peak_rss_kib() * 1024)
 
     @property
     def growth(self):

@@ -12,7 +12,6 @@ activity tests poll ``get_all_routes()`` every 0.1 s up to
 """
 
 import asyncio
-import ssl
 import time
 from datetime import datetime
 from urllib.parse import quote
@@ -25,6 +24,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 from websockets.protocol import State
 
+from support.ports import free_port
 from ws_backends import (
     CHOSEN_SUBPROTOCOL,
     GREETING,
@@ -36,12 +36,6 @@ from ws_backends import (
     abort_open_websockets,
     ws_backend_app,
 )
-
-pytestmark = [
-    # pytest-tornado's io_loop fixture calls these on Tornado 6.6
-    pytest.mark.filterwarnings("ignore:make_current is deprecated:DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:clear_current is deprecated:DeprecationWarning"),
-]
 
 #: seconds a fixture's set-up or teardown may take on the loop
 FIXTURE_TIMEOUT = 30
@@ -58,13 +52,6 @@ CONCURRENT_TUNNELS = 200
 
 
 # -- fixtures and helpers ---------------------------------------------------------------
-
-
-def _free_port():
-    """A port nothing listens on (bound, then released at once)."""
-    sock, port = bind_unused_port()
-    sock.close()
-    return port
 
 
 def ws_url(proxy, path):
@@ -111,17 +98,10 @@ def ws_backend(make_ws_backend):
     return make_ws_backend()
 
 
-async def proxy_to(make_proxy, backend, routespec="/", **traits):
-    """A started proxy (conftest's ``make_proxy``) whose only route goes to ``backend``."""
-    proxy = await make_proxy(**traits)
-    await proxy.add_route(routespec, backend.url, {})
-    return proxy
-
-
 @pytest.fixture
-def ws_proxy(io_loop, make_proxy, ws_backend):
+def ws_proxy(io_loop, routed_proxy, ws_backend):
     """A started proxy whose only route, ``/``, goes to ``ws_backend``."""
-    return io_loop.run_sync(lambda: proxy_to(make_proxy, ws_backend), timeout=FIXTURE_TIMEOUT)
+    return io_loop.run_sync(lambda: routed_proxy({"/": ws_backend.url}), timeout=FIXTURE_TIMEOUT)
 
 
 @pytest.fixture
@@ -298,9 +278,9 @@ async def test_subprotocol_chosen_by_backend_reaches_client(ws_proxy, ws_connect
 
 
 @pytest.mark.gen_test(timeout=10)
-async def test_permessage_deflate_negotiated_end_to_end(make_proxy, make_ws_backend, ws_connect):
+async def test_permessage_deflate_negotiated_end_to_end(routed_proxy, make_ws_backend, ws_connect):
     backend = make_ws_backend(compression={})
-    proxy = await proxy_to(make_proxy, backend)
+    proxy = await routed_proxy({"/": backend.url})
     ws = await ws_connect(proxy, compression="deflate")
 
     assert "permessage-deflate" in ws.response.headers["Sec-WebSocket-Extensions"]
@@ -350,8 +330,8 @@ async def test_backend_403_on_upgrade_reaches_client(ws_proxy, ws_backend, path,
 
 
 @pytest.mark.gen_test(timeout=10)
-async def test_no_route_is_404_on_upgrade(make_proxy, ws_backend):
-    proxy = await proxy_to(make_proxy, ws_backend, "/user/alice/")
+async def test_no_route_is_404_on_upgrade(routed_proxy, ws_backend):
+    proxy = await routed_proxy({"/user/alice/": ws_backend.url})
 
     response = await refused_upgrade(proxy, "/user/bob/echo")
 
@@ -360,9 +340,8 @@ async def test_no_route_is_404_on_upgrade(make_proxy, ws_backend):
 
 
 @pytest.mark.gen_test(timeout=10)
-async def test_dead_target_is_503_on_upgrade(make_proxy):
-    proxy = await make_proxy(new_route_retry_period=0)
-    await proxy.add_route("/", f"http://127.0.0.1:{_free_port()}", {})
+async def test_dead_target_is_503_on_upgrade(routed_proxy):
+    proxy = await routed_proxy({"/": f"http://127.0.0.1:{free_port()}"}, new_route_retry_period=0)
 
     response = await refused_upgrade(proxy, "/echo")
 
@@ -432,9 +411,9 @@ async def test_200_concurrent_tunnels_each_echo(ws_proxy, ws_connect, ws_backend
 
 
 @pytest.mark.gen_test(timeout=10)
-async def test_tunnel_survives_its_route_deleted_and_readded(make_proxy, make_ws_backend, ws_connect):
+async def test_tunnel_survives_its_route_deleted_and_readded(routed_proxy, make_ws_backend, ws_connect):
     first, second = make_ws_backend(), make_ws_backend()
-    proxy = await proxy_to(make_proxy, first, "/user/alice/")
+    proxy = await routed_proxy({"/user/alice/": first.url})
     ws = await ws_connect(proxy, "/user/alice/echo")
     await assert_echoes(ws, "before")
 
@@ -451,10 +430,10 @@ async def test_tunnel_survives_its_route_deleted_and_readded(make_proxy, make_ws
 
 @pytest.mark.gen_test(timeout=10)
 async def test_deleted_route_keeps_tunnel_and_new_upgrades_fall_through(
-    make_proxy, make_ws_backend, ws_connect
+    routed_proxy, make_ws_backend, ws_connect
 ):
     user, default = make_ws_backend(), make_ws_backend()
-    proxy = await proxy_to(make_proxy, default, "/")
+    proxy = await routed_proxy({"/": default.url})
     await proxy.add_route("/user/alice/", user.url, {})
     ws = await ws_connect(proxy, "/user/alice/echo")
 
@@ -467,8 +446,8 @@ async def test_deleted_route_keeps_tunnel_and_new_upgrades_fall_through(
 
 
 @pytest.mark.gen_test(timeout=10)
-async def test_deleted_only_route_keeps_tunnel_and_new_upgrades_get_404(make_proxy, ws_backend, ws_connect):
-    proxy = await proxy_to(make_proxy, ws_backend, "/user/alice/")
+async def test_deleted_only_route_keeps_tunnel_and_new_upgrades_get_404(routed_proxy, ws_backend, ws_connect):
+    proxy = await routed_proxy({"/user/alice/": ws_backend.url})
     ws = await ws_connect(proxy, "/user/alice/echo")
 
     await proxy.delete_route("/user/alice/")
@@ -507,12 +486,12 @@ async def test_server_to_client_traffic_advances_last_activity(ws_proxy, ws_conn
 
 @pytest.mark.gen_test(timeout=20)
 async def test_tunnel_traffic_after_route_replaced_counts_for_the_new_route(
-    make_proxy, make_ws_backend, ws_connect
+    routed_proxy, make_ws_backend, ws_connect
 ):
     # JupyterHub's check_routes re-adds a route whose target changed; the
     # server behind an old tunnel must still look active
     first, second = make_ws_backend(), make_ws_backend()
-    proxy = await proxy_to(make_proxy, first, "/user/alice/")
+    proxy = await routed_proxy({"/user/alice/": first.url})
     ws = await ws_connect(proxy, "/user/alice/echo")
     baseline = await quiet_activity(proxy, "/user/alice/")
 
@@ -526,8 +505,8 @@ async def test_tunnel_traffic_after_route_replaced_counts_for_the_new_route(
 
 
 @pytest.mark.gen_test(timeout=15)
-async def test_idle_timeout_closes_silent_tunnel(make_proxy, ws_backend, ws_connect):
-    proxy = await proxy_to(make_proxy, ws_backend, websocket_idle_timeout=1)
+async def test_idle_timeout_closes_silent_tunnel(routed_proxy, ws_backend, ws_connect):
+    proxy = await routed_proxy({"/": ws_backend.url}, websocket_idle_timeout=1)
     ws = await ws_connect(proxy)
 
     silent_for = await closed_within(ws, timeout=10)
@@ -538,8 +517,8 @@ async def test_idle_timeout_closes_silent_tunnel(make_proxy, ws_backend, ws_conn
 
 
 @pytest.mark.gen_test(timeout=20)
-async def test_idle_timeout_spares_tunnel_with_traffic(make_proxy, ws_backend, ws_connect):
-    proxy = await proxy_to(make_proxy, ws_backend, websocket_idle_timeout=1)
+async def test_idle_timeout_spares_tunnel_with_traffic(routed_proxy, ws_backend, ws_connect):
+    proxy = await routed_proxy({"/": ws_backend.url}, websocket_idle_timeout=1)
     ws = await ws_connect(proxy)
 
     # 3.6 s of traffic every 0.3 s: over three idle timeouts' worth
@@ -553,8 +532,8 @@ async def test_idle_timeout_spares_tunnel_with_traffic(make_proxy, ws_backend, w
 
 
 @pytest.mark.gen_test(timeout=20)
-async def test_stop_closes_open_tunnels(make_proxy, ws_backend, ws_connect):
-    proxy = await proxy_to(make_proxy, ws_backend, stop_timeout=5)
+async def test_stop_closes_open_tunnels(routed_proxy, ws_backend, ws_connect):
+    proxy = await routed_proxy({"/": ws_backend.url}, stop_timeout=5)
     sockets = [await ws_connect(proxy, f"/echo/{i}") for i in range(3)]
     for ws in sockets:
         await assert_echoes(ws)
@@ -578,9 +557,9 @@ async def test_stop_closes_open_tunnels(make_proxy, ws_backend, ws_connect):
 
 
 @pytest.mark.gen_test(timeout=10)
-async def test_unix_socket_target(make_proxy, make_ws_backend, ws_connect, tmp_path):
+async def test_unix_socket_target(routed_proxy, make_ws_backend, ws_connect, tmp_path):
     backend = make_ws_backend(unix_socket=str(tmp_path / "ws.sock"))
-    proxy = await proxy_to(make_proxy, backend, "/user/unix/")
+    proxy = await routed_proxy({"/user/unix/": backend.url})
     ws = await ws_connect(proxy, "/user/unix/echo")
 
     await assert_echoes(ws, "over a unix socket")
@@ -588,21 +567,15 @@ async def test_unix_socket_target(make_proxy, make_ws_backend, ws_connect, tmp_p
     assert [h.path for h in backend.handshakes] == ["/user/unix/echo"]
 
 
-def _server_tls_context(tls_files):
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(tls_files.cert, tls_files.key)
-    return context
-
-
 @pytest.mark.gen_test(timeout=10)
 async def test_wss_target_trusted_through_ssl_cert_file(
-    make_proxy, make_ws_backend, ws_connect, tls_files, monkeypatch
+    routed_proxy, make_ws_backend, ws_connect, tls_files, monkeypatch
 ):
     # Without internal_ssl the proxy verifies https targets against the
     # system CAs; SSL_CERT_FILE is how an operator adds a private CA.
     monkeypatch.setenv("SSL_CERT_FILE", tls_files.ca)
-    backend = make_ws_backend(ssl_options=_server_tls_context(tls_files))
-    proxy = await proxy_to(make_proxy, backend)
+    backend = make_ws_backend(ssl_options=tls_files.server_context())
+    proxy = await routed_proxy({"/": backend.url})
     ws = await ws_connect(proxy)
 
     await assert_echoes(ws, "over tls")
@@ -611,12 +584,12 @@ async def test_wss_target_trusted_through_ssl_cert_file(
 
 @pytest.mark.gen_test(timeout=10)
 async def test_wss_target_with_self_signed_certificate_is_503(
-    make_proxy, make_ws_backend, self_signed_tls_files
+    routed_proxy, make_ws_backend, self_signed_tls_files
 ):
     # a certificate the proxy cannot verify makes the target unreachable:
     # 503 at once, not a hang and not an unverified tunnel
-    backend = make_ws_backend(ssl_options=_server_tls_context(self_signed_tls_files))
-    proxy = await proxy_to(make_proxy, backend, new_route_retry_period=0)
+    backend = make_ws_backend(ssl_options=self_signed_tls_files.server_context())
+    proxy = await routed_proxy({"/": backend.url}, new_route_retry_period=0)
 
     response = await refused_upgrade(proxy, "/echo")
 

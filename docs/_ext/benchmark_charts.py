@@ -41,8 +41,8 @@ forwards, from one CPU-per-request row::
 The role ``{benchmark-value}`metric label|column``` inserts one figure of
 the table in running text (see ``benchmark_value_role``).
 
-Numbers are formatted as ``_report.py`` formats them, so the page matches the
-benchmark's printed table.
+Numbers are formatted by ``benchmark_format.py``, as the benchmark's printed
+table formats them.
 """
 
 import datetime
@@ -51,15 +51,12 @@ import json
 import math
 import os
 
-import sys
-
 from docutils import nodes
 from docutils.parsers.rst import directives
 from sphinx.util.docutils import SphinxDirective
 
-# the benchmark's own formatting, so the page prints every figure as the benchmark did
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "tests", "benchmarks"))
-from _report import FIGURE_COLUMNS, format_figure, format_ratio  # noqa: E402
+import docnodes
+from benchmark_format import FIGURE_COLUMNS, format_figure, format_ratio
 
 #: columns of the data, in the order of the bars: (key in a table row, legend, colour)
 #: colours: Okabe-Ito orange, bluish green and blue (distinguishable with colour blindness) and a grey
@@ -254,53 +251,11 @@ def bar_chart_svg(chart, rows):
 # --- docutils helpers -------------------------------------------------------
 
 
-def _paragraph(*children):
-    paragraph = nodes.paragraph()
-    for child in children:
-        paragraph += child if isinstance(child, nodes.Node) else nodes.Text(child)
-    return paragraph
-
-
-def _field(name, text):
-    field = nodes.field()
-    field += nodes.field_name(name, name)
-    body = nodes.field_body()
-    body += _paragraph(text)
-    field += body
-    return field
-
-
-def _table(header, rows, classes=()):
-    table = nodes.table(classes=list(classes))
-    group = nodes.tgroup(cols=len(header))
-    table += group
-    for _ in header:
-        group += nodes.colspec(colwidth=10)
-    head = nodes.thead()
-    head_row = nodes.row()
-    for title in header:
-        entry = nodes.entry()
-        entry += _paragraph(title)
-        head_row += entry
-    head += head_row
-    group += head
-    body = nodes.tbody()
-    for cells in rows:
-        row = nodes.row()
-        for cell in cells:
-            entry = nodes.entry()
-            entry += _paragraph(cell)
-            row += entry
-        body += row
-    group += body
-    return table
-
-
 def no_data_admonition(path):
     path = f"docs/{path}"
     admonition = nodes.admonition(classes=["warning"])
     admonition += nodes.title("", "No benchmark data")
-    admonition += _paragraph(
+    admonition += docnodes.paragraph(
         "There is no benchmark run in ",
         nodes.literal(path, path),
         " yet. Run ",
@@ -326,16 +281,16 @@ def metadata_fields(meta):
     args = meta.get("args") or {}
     fields = nodes.field_list(classes=["benchmark-run"])
     if meta.get("started"):
-        fields += _field("Run started", _date(meta["started"]))
+        fields += docnodes.field("Run started", _date(meta["started"]))
     if meta.get("machine"):
         cores = f", {meta['cpus']} CPU cores" if meta.get("cpus") else ""
-        fields += _field("Machine", f"{meta['machine']}{cores}")
+        fields += docnodes.field("Machine", f"{meta['machine']}{cores}")
     versions = [f"{name} {meta[key]}" for key, name in (("python", "Python"), ("node", "node")) if meta.get(key)]
     if meta.get("wrk"):
         # "wrk debian/4.1.0-3+b2 [epoll] Copyright (C) 2012 Will Glozer": up to the bracket
         versions.append(meta["wrk"].split(" [")[0])
     if versions:
-        fields += _field("Software", "; ".join(versions))
+        fields += docnodes.field("Software", "; ".join(versions))
     if args:
         parts = []
         if "seconds" in args:
@@ -345,15 +300,15 @@ def metadata_fields(meta):
         if "warmup" in args:
             parts.append(f"{args['warmup']} s warm-up per test and proxy")
         if parts:
-            fields += _field("Load runs", "; ".join(parts))
+            fields += docnodes.field("Load runs", "; ".join(parts))
         if args.get("no_hub"):
-            fields += _field("Hub test", "not run")
+            fields += docnodes.field("Hub test", "not run")
         elif "hub_seconds" in args:
-            fields += _field("Hub test", f"{args['hub_seconds']} s probes of GET /hub/api/")
+            fields += docnodes.field("Hub test", f"{args['hub_seconds']} s probes of GET /hub/api/")
     if meta.get("loadavg_at_start"):
-        fields += _field("Load average at start", ", ".join(f"{v:.2f}" for v in meta["loadavg_at_start"]))
+        fields += docnodes.field("Load average at start", ", ".join(f"{v:.2f}" for v in meta["loadavg_at_start"]))
     if meta.get("wall_seconds") is not None:
-        fields += _field("Whole run took", f"{meta['wall_seconds']:.0f} s")
+        fields += docnodes.field("Whole run took", f"{meta['wall_seconds']:.0f} s")
     return fields
 
 
@@ -364,7 +319,7 @@ def short_run_caution(meta):
     if seconds is None or reps is None or (seconds >= DEFAULT_SECONDS and reps >= DEFAULT_REPS):
         return None
     caution = nodes.caution()
-    caution += _paragraph(
+    caution += docnodes.paragraph(
         f"This run used {seconds} s per load run and {reps} repetition{'s' if reps != 1 else ''}, "
         f"shorter than the benchmark's defaults ({DEFAULT_SECONDS} s, {DEFAULT_REPS} repetitions): "
         "its figures are indicative only. Ratios measured in the same repetition are the steadier numbers."
@@ -411,7 +366,7 @@ class BenchmarkCharts(_BenchmarkDirective):
             result.append(nodes.rubric("", chart.title))
             svg = bar_chart_svg(chart, rows)
             if svg is None:
-                result.append(_paragraph("Not measured in this run."))
+                result.append(docnodes.paragraph("Not measured in this run."))
             else:
                 result.append(nodes.raw("", svg, format="html"))
 
@@ -428,7 +383,7 @@ class BenchmarkCharts(_BenchmarkDirective):
             )
             for row in data["table"]
         ]
-        result.append(_table(header, table_rows, classes=["benchmark-table"]))
+        result.append(docnodes.table(header, table_rows, classes=["benchmark-table"]))
 
         problems = data.get("problems") or []
         result.append(nodes.rubric("", "Problems the benchmark reported"))
@@ -436,11 +391,13 @@ class BenchmarkCharts(_BenchmarkDirective):
             items = nodes.bullet_list()
             for problem in problems:
                 item = nodes.list_item()
-                item += _paragraph(nodes.literal(problem, problem))
+                item += docnodes.paragraph(nodes.literal(problem, problem))
                 items += item
             result.append(items)
         else:
-            result.append(_paragraph("None: no failed runs, non-2xx/3xx responses, socket errors or logged warnings."))
+            result.append(
+                docnodes.paragraph("None: no failed runs, non-2xx/3xx responses, socket errors or logged warnings.")
+            )
         return result
 
 
@@ -469,7 +426,7 @@ class BenchmarkSizing(_BenchmarkDirective):
         cpu_us = row.get("inprocess") if row else None
         if cpu_us is None:
             return [
-                _paragraph(
+                docnodes.paragraph(
                     "The benchmark data here has no inprocess figure for this row. The method: take the"
                     " inprocess value of ",
                     nodes.literal(metric, metric),
@@ -491,7 +448,7 @@ class BenchmarkSizing(_BenchmarkDirective):
             f"{budget_s} requests/s ÷ {per_user:g} {users_unit} per busy user  ≈ {fmt_estimate(users)} busy users",
         ]
         return [
-            _paragraph(
+            docnodes.paragraph(
                 f"{run} measured {format_figure(cpu_us)} µs of the proxy's CPU per small proxied request (its row ",
                 nodes.literal(metric, metric),
                 "). So:",

@@ -14,11 +14,11 @@ with the values they take, and its help. The collector adds every label value
 up front, so an idle collect shows them all.
 """
 
-import importlib
-
 from docutils import nodes
 from docutils.parsers.rst import directives
 from sphinx.util.docutils import SphinxDirective
+
+import docnodes
 
 #: the suffix a scrape shows after a family's name, by type
 _SAMPLE_SUFFIX = {"counter": "_total"}
@@ -41,25 +41,15 @@ def collect_families(collector_cls, prefix):
     return families
 
 
-def _cell(*children):
-    entry = nodes.entry()
-    paragraph = nodes.paragraph()
-    for child in children:
-        paragraph += child
-    entry += paragraph
-    return entry
-
-
 def _labels_cell(labels):
+    """The children of a labels cell: ``label``: values; ... (or none)."""
     children = []
     for index, (label, values) in enumerate(labels.items()):
         if index:
-            children.append(nodes.Text("; "))
+            children.append("; ")
         children.append(nodes.literal(label, label))
-        children.append(nodes.Text(": " + ", ".join(values)))
-    if not children:
-        children.append(nodes.Text("none"))
-    return _cell(*children)
+        children.append(": " + ", ".join(values))
+    return tuple(children) or ("none",)
 
 
 class MetricsReference(SphinxDirective):
@@ -69,34 +59,19 @@ class MetricsReference(SphinxDirective):
     option_spec = {"prefix": directives.unchanged_required}
 
     def run(self):
-        dotted = self.arguments[0]
-        module_name, _, attribute = dotted.rpartition(".")
-        try:
-            collector_cls = getattr(importlib.import_module(module_name), attribute)
-        except (ImportError, AttributeError, ValueError) as e:
-            raise self.error(f"metrics-reference: cannot import {dotted}: {e}") from e
+        collector_cls = docnodes.import_argument(self)
         prefix = self.options.get("prefix", "jupyterhub")
-
-        table = nodes.table(classes=["metrics-reference"])
-        group = nodes.tgroup(cols=4)
-        table += group
-        for width in (30, 10, 30, 30):
-            group += nodes.colspec(colwidth=width)
-        head = nodes.thead()
-        row = nodes.row()
-        for title in ("metric", "type", "labels: values", "help"):
-            row += _cell(nodes.Text(title))
-        head += row
-        group += head
-        body = nodes.tbody()
-        for name, kind, labels, help_text in collect_families(collector_cls, prefix):
-            row = nodes.row(ids=[nodes.make_id(name)])
-            row += _cell(nodes.literal(name, name))
-            row += _cell(nodes.Text(kind))
-            row += _labels_cell(labels)
-            row += _cell(nodes.Text(help_text))
-            body += row
-        group += body
+        families = collect_families(collector_cls, prefix)
+        table = docnodes.table(
+            ("metric", "type", "labels: values", "help"),
+            [
+                (nodes.literal(name, name), kind, _labels_cell(labels), help_text)
+                for name, kind, labels, help_text in families
+            ],
+            widths=(30, 10, 30, 30),
+            classes=["metrics-reference"],
+            row_ids=[nodes.make_id(name) for name, *_ in families],
+        )
         return [table]
 
 

@@ -24,7 +24,6 @@ Options:
     octal: trait names whose integer default is shown in octal (file modes).
 """
 
-import importlib
 import inspect
 import re
 
@@ -33,6 +32,8 @@ from docutils.parsers.rst import directives
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 
+import docnodes
+
 logger = logging.getLogger(__name__)
 
 #: `code` or ``code`` spans in help text
@@ -40,14 +41,6 @@ _CODE_SPAN = re.compile(r"``(.+?)``|`([^`]+?)`")
 
 #: where the inherited options are documented
 JUPYTERHUB_PROXY_API_URL = "https://jupyterhub.readthedocs.io/en/stable/reference/api/proxy.html"
-
-
-def import_object(dotted):
-    """``package.module.Name`` -> the object."""
-    module_name, _, attribute = dotted.rpartition(".")
-    if not module_name:
-        raise ValueError(f"{dotted!r} is not a dotted path module.Name")
-    return getattr(importlib.import_module(module_name), attribute)
 
 
 def own_config_traits(cls):
@@ -123,15 +116,6 @@ def help_paragraphs(text, link_ids=None):
     return paragraphs
 
 
-def _field(name, body):
-    field = nodes.field()
-    field += nodes.field_name(name, name)
-    field_body = nodes.field_body()
-    field_body += body
-    field += field_body
-    return field
-
-
 class TraitsReference(SphinxDirective):
     """Render the config traits of one class; see the module docstring."""
 
@@ -140,11 +124,7 @@ class TraitsReference(SphinxDirective):
     option_spec = {"octal": directives.unchanged}
 
     def run(self):
-        dotted = self.arguments[0]
-        try:
-            cls = import_object(dotted)
-        except (ImportError, AttributeError, ValueError) as e:
-            raise self.error(f"traits-reference: cannot import {dotted}: {e}") from e
+        cls = docnodes.import_argument(self)
         octal = set(self.options.get("octal", "").replace(",", " ").split())
         traits = own_config_traits(cls)
         unknown = octal - {name for name, _ in traits}
@@ -171,8 +151,8 @@ class TraitsReference(SphinxDirective):
 
         default = default_repr(trait, octal)
         fields = nodes.field_list()
-        fields += _field("Type", nodes.paragraph("", "", nodes.literal(type(trait).__name__, type(trait).__name__)))
-        fields += _field("Default", nodes.paragraph("", "", nodes.literal(default, default)))
+        fields += docnodes.field("Type", nodes.literal(type(trait).__name__, type(trait).__name__))
+        fields += docnodes.field("Default", nodes.literal(default, default))
         section += fields
 
         line = f"c.{class_name}.{name} = {default}"

@@ -10,7 +10,9 @@ import os
 import shutil
 from dataclasses import dataclass
 
-from _procs import free_port, http_status, port_accepts, wait_until
+import _tests_on_path  # noqa: F401
+from support.ports import free_port, http_status, port_accepts
+from support.processes import wait_until
 
 SMALL_BODY_BYTES = 100
 LARGE_BODY_BYTES = 1024 * 1024
@@ -95,7 +97,9 @@ def start_nginx(procs, root):
     argv = [find_nginx(), "-p", root, "-c", conf_path, "-e", os.path.join(root, "nginx-error.log")]
     proc = procs.start("nginx", argv)
     small_url = f"http://127.0.0.1:{port}/small"
-    wait_until(proc, lambda: http_status(small_url) == 200, STARTUP_TIMEOUT_SECONDS, "nginx /small")
+    wait_until(
+        lambda: http_status(small_url) == 200, timeout=STARTUP_TIMEOUT_SECONDS, what="nginx /small", process=proc
+    )
     return port
 
 
@@ -105,7 +109,7 @@ def start_ws_echo(procs, node_modules):
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ws_echo_server.js")
     env = dict(os.environ, NODE_PATH=node_modules)
     proc = procs.start("ws-echo", ["node", script, str(port)], env=env)
-    wait_until(proc, lambda: port_accepts(port), STARTUP_TIMEOUT_SECONDS, "ws echo server")
+    wait_until(lambda: port_accepts(port), timeout=STARTUP_TIMEOUT_SECONDS, what="ws echo server", process=proc)
     return port
 
 

@@ -14,7 +14,10 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 
-from _procs import StartupError, free_ports, http_status, port_accepts, rss_kib, wait_until
+import _tests_on_path  # noqa: F401
+from support.ports import free_ports, http_status, port_accepts
+from support.procfs import rss_kib
+from support.processes import StartupError, wait_until
 
 STARTUP_TIMEOUT_SECONDS = 30
 WS_PATH = "/ws/echo"
@@ -83,7 +86,12 @@ def start_chp(procs, backends, node_modules):
         "--default-target", backends.http_url,
     ]  # fmt: skip
     proc = procs.start("chp", argv, env=dict(os.environ, CONFIGPROXY_AUTH_TOKEN=token))
-    wait_until(proc, lambda: port_accepts(port) and port_accepts(api_port), STARTUP_TIMEOUT_SECONDS, "CHP")
+    wait_until(
+        lambda: port_accepts(port) and port_accepts(api_port),
+        timeout=STARTUP_TIMEOUT_SECONDS,
+        what="CHP",
+        process=proc,
+    )
     _add_chp_route(api_port, token, "/ws", backends.ws_target)
     return Candidate(
         name="chp",
@@ -111,7 +119,9 @@ def _start_python_runner(procs, name, script, args):
     """Start one of this folder's Python scripts and wait for its JSON ready line; returns (proc, ready)."""
     argv = [sys.executable, os.path.join(HERE, script), *args]
     proc = procs.start(name, argv, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    wait_until(proc, lambda: _first_json_line(proc.log_path), STARTUP_TIMEOUT_SECONDS, script)
+    wait_until(
+        lambda: _first_json_line(proc.log_path), timeout=STARTUP_TIMEOUT_SECONDS, what=script, process=proc
+    )
     return proc, _first_json_line(proc.log_path)
 
 
@@ -138,7 +148,10 @@ def start_inprocess(procs, backends, node_modules):
     proc, ready = _start_python_runner(procs, "inprocess", "inprocess_runner.py", routes)
     http_url = ready["public_url"].rstrip("/")
     wait_until(
-        proc, lambda: http_status(f"{http_url}/small") is not None, STARTUP_TIMEOUT_SECONDS, "InProcessProxy"
+        lambda: http_status(f"{http_url}/small") is not None,
+        timeout=STARTUP_TIMEOUT_SECONDS,
+        what="InProcessProxy",
+        process=proc,
     )
     return Candidate(
         name="inprocess",

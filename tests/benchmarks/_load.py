@@ -72,6 +72,7 @@ class LoadResult:
     rps: float | None = None
     p50_ms: float | None = None
     p99_ms: float | None = None
+    max_ms: float | None = None
     non_2xx_3xx: int = 0
     socket_errors: int = 0
     error: str | None = None
@@ -132,6 +133,7 @@ def run_wrk(url, *, connections, seconds, script, threads=1):
         rps=summary["requests"] / run_seconds,
         p50_ms=latency["p50"] / 1000,
         p99_ms=latency["p99"] / 1000,
+        max_ms=latency["max"] / 1000,
         non_2xx_3xx=summary["non_2xx_3xx"],
         socket_errors=sum(summary["socket_errors"].values()),
     )

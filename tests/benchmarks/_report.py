@@ -13,6 +13,9 @@ import os
 import statistics
 from dataclasses import dataclass
 
+import _tests_on_path  # noqa: F401
+from support.modules import load_module
+
 CANDIDATES = ("direct", "chp", "relay", "inprocess")
 # The paired ratios, (numerator, denominator); a table row has each as "numerator/denominator".
 # relay/chp: how near CHP the floor for a Python proxy is (byte_relay.py); goals are on inprocess only.
@@ -127,32 +130,12 @@ def table_rows(samples, metrics=METRICS):
     return rows
 
 
-def format_figure(value):
-    """A median as the table prints it (the docs' benchmark pages use this too)."""
-    if value is None:
-        return "n/a"
-    if abs(value) >= 100:
-        return f"{value:,.0f}"
-    if abs(value) >= 10:
-        return f"{value:.1f}"
-    return f"{value:.3g}" if abs(value) >= 0.01 else f"{value:.2g}"
-
-
-def format_ratio(value):
-    """A paired ratio as the table prints it."""
-    return "n/a" if value is None else f"{value:.2f}x"
-
-
-# The figure columns: (header, key in a table row, formatter). "metric" comes first, goal and result last.
-FIGURE_COLUMNS = (
-    ("direct", "direct", format_figure),
-    ("CHP", "chp", format_figure),
-    ("relay", "relay", format_figure),
-    ("inprocess", "inprocess", format_figure),
-    ("inproc/CHP", "inprocess/chp", format_ratio),
-    ("inproc/direct", "inprocess/direct", format_ratio),
-    ("relay/CHP", "relay/chp", format_ratio),
-)
+# The figures are formatted as the docs' benchmark pages format them: the docs build must not
+# import the test tree, so the shared formatting lives in docs/_ext/benchmark_format.py.
+FIGURE_COLUMNS = load_module(
+    "benchmark_format",
+    os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "docs", "_ext", "benchmark_format.py"),
+).FIGURE_COLUMNS
 HEADER = ("metric", *(header for header, _, _ in FIGURE_COLUMNS), "goal", "result")
 
 
@@ -162,14 +145,19 @@ def format_table(rows):
         (row["metric"], *(fmt(row[key]) for _, key, fmt in FIGURE_COLUMNS), row["goal"], row["result"])
         for row in rows
     ]
-    widths = [max(len(cells[i]) for cells in [HEADER, *lines]) for i in range(len(HEADER))]
+    return align_columns(HEADER, lines)
+
+
+def align_columns(header, lines):
+    """Cells as aligned text: the first column left-aligned, the others right-aligned, a rule under header."""
+    widths = [max(len(cells[i]) for cells in [header, *lines]) for i in range(len(header))]
     out = []
-    for cells in [HEADER, *lines]:
+    for cells in [header, *lines]:
         first, *rest = cells
         out.append(
             "  ".join([first.ljust(widths[0])] + [c.rjust(w) for c, w in zip(rest, widths[1:], strict=True)])
         )
-        if cells is HEADER:
+        if cells is header:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)
 

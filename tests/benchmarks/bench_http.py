@@ -3,8 +3,7 @@
     tests/benchmarks/setup.sh                 # once: wrk, nginx, CHP and ws
     python tests/benchmarks/bench_http.py     # about 7 minutes with the defaults
 
-Method (docs: tests/benchmarks/README.md, and shared/research/perf.md where it
-comes from): all candidates run at once in front of the same nginx and
+Method (tests/benchmarks/README.md): all candidates run at once in front of the same nginx and
 websocket echo backends. For each repetition, each test (small body at c=1,
 10, 100; 1 MiB at c=10; websocket ping-pong at c=1, 10) is run against each
 candidate in turn, the order rotating every repetition. Proxy CPU comes from
@@ -31,20 +30,15 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+import _tests_on_path  # noqa: F401
 from _backends import LARGE_BODY_BYTES, SMALL_BODY_BYTES, start_backends
 from _candidates import STARTERS
 from _load import run_wrk, run_ws_client, write_wrk_script
-from _procs import (
-    ChildProcesses,
-    StartupError,
-    cpu_seconds,
-    peak_rss_kib,
-    reset_peak_rss,
-    rss_kib,
-    stop_on_sigterm,
-)
+from _procs import ChildProcesses, stop_on_sigterm
 from _report import CANDIDATES, format_table, goals_summary, problems, rotated, table_rows, write_json
 from hub_latency import add_hub_arguments, hub_names, hub_options, run_hub_latency
+from support.procfs import cpu_seconds, peak_rss_kib, reset_peak_rss, rss_kib
+from support.processes import StartupError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MIB = 1024 * 1024
@@ -353,7 +347,6 @@ def run_benchmark(args, procs, root):
     if not args.no_hub and "inprocess" in names:
         log("Hub test: starting JupyterHub")
         samples += run_hub_latency(
-            procs,
             root,
             backends.http_url,
             args.node_modules,

@@ -42,8 +42,11 @@ import tempfile
 import time
 import uuid
 
+import _tests_on_path  # noqa: F401
 from _candidates import HERE, STARTUP_TIMEOUT_SECONDS, chp_command
-from _procs import ChildProcesses, StartupError, free_port, port_accepts, wait_until
+from _procs import ChildProcesses
+from support.ports import free_port, port_accepts
+from support.processes import StartupError, wait_until
 
 from inprocess_proxy import InProcessProxy
 from inprocess_proxy.routes import RouteTrie
@@ -244,7 +247,7 @@ async def time_chp(argv, batch, repeats):
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench-routes-") as log_dir, ChildProcesses(log_dir) as procs:
         proc = procs.start("chp", argv, env=dict(os.environ, CONFIGPROXY_AUTH_TOKEN=token))
-        wait_until(proc, lambda: port_accepts(api_port), STARTUP_TIMEOUT_SECONDS, "CHP API")
+        wait_until(lambda: port_accepts(api_port), timeout=STARTUP_TIMEOUT_SECONDS, what="CHP API", process=proc)
         chp = ConfigurableHTTPProxy(
             should_start=False, api_url=f"http://127.0.0.1:{api_port}", auth_token=token
         )

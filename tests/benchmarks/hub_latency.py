@@ -27,41 +27,26 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
+import _tests_on_path  # noqa: F401
 from _backends import start_nginx
 from _candidates import chp_command
 from _load import run_wrk, write_wrk_script
-from _procs import (
-    ChildProcesses,
-    StartupError,
-    cpu_seconds,
-    free_ports,
-    http_status,
-    stop_on_sigterm,
-    tree_rss_kib,
-    wait_until,
-)
+from _procs import ChildProcesses, stop_on_sigterm
 from _report import format_table, rotated, table_rows
+from support.hub import HubProcess
+from support.ports import http_status
+from support.procfs import cpu_seconds, tree_rss_kib
+from support.processes import StartupError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# JupyterHub takes a few seconds to start (database, proxy, routes).
-HUB_STARTUP_TIMEOUT_SECONDS = 90
 # The load starts this long before the probe and ends this long after it, so
 # the whole probe window sees the full load rate; nothing is timed for this long after it.
 LOAD_MARGIN_SECONDS = 1
 PROXY_CLASSES = {"inprocess": "inprocess", "chp": "configurable-http-proxy"}
 
 HUB_CONFIG = """\
-c = get_config()  # noqa
-c.JupyterHub.bind_url = {public_url!r}
-c.JupyterHub.hub_bind_url = {hub_url!r}
-c.JupyterHub.db_url = {db_url!r}
-c.JupyterHub.cookie_secret_file = {cookie_secret_file!r}
 c.JupyterHub.authenticator_class = "dummy"
-c.JupyterHub.proxy_class = {proxy_class!r}
 c.Proxy.extra_routes = {{"/bench/": {backend_url!r}}}
-c.ConfigurableHTTPProxy.api_url = {chp_api_url!r}
-c.ConfigurableHTTPProxy.command = {chp_command!r}
-c.ConfigurableHTTPProxy.pid_file = {chp_pid_file!r}
 """
 
 
@@ -84,47 +69,25 @@ class HubOptions:
 @dataclass
 class RunningHub:
     name: str
-    proc: object
-    hub_url: str
-    public_url: str
+    process: HubProcess
     rss_mb: float
 
 
-def _write_hub_config(root, proxy_class, backend_url, node_modules):
-    """Write jupyterhub_config.py into root; returns (path, hub_url, public_url)."""
-    public_port, hub_port, chp_api_port = free_ports(3)
-    public_url = f"http://127.0.0.1:{public_port}"
-    hub_url = f"http://127.0.0.1:{hub_port}"
-    path = os.path.join(root, "jupyterhub_config.py")
-    with open(path, "w") as f:
-        f.write(
-            HUB_CONFIG.format(
-                public_url=public_url + "/",
-                hub_url=hub_url + "/",
-                db_url="sqlite:///" + os.path.join(root, "jupyterhub.sqlite"),
-                cookie_secret_file=os.path.join(root, "jupyterhub_cookie_secret"),
-                proxy_class=proxy_class,
-                backend_url=backend_url,
-                chp_api_url=f"http://127.0.0.1:{chp_api_port}",
-                chp_command=chp_command(node_modules),
-                chp_pid_file=os.path.join(root, "chp.pid"),
-            )
-        )
-    return path, hub_url, public_url
-
-
-def start_hub(procs, root, name, backend_url, node_modules):
+def start_hub(root, name, backend_url, node_modules):
     """A JupyterHub with the named proxy, ready when its API and the /bench/ route answer."""
-    hub_root = os.path.join(root, f"hub-{name}")
-    os.makedirs(hub_root, exist_ok=True)
-    config, hub_url, public_url = _write_hub_config(hub_root, PROXY_CLASSES[name], backend_url, node_modules)
-    proc = procs.start(f"hub-{name}", [sys.executable, "-m", "jupyterhub", "-f", config], cwd=hub_root)
+    hub = HubProcess(
+        os.path.join(root, f"hub-{name}"),
+        proxy_class=PROXY_CLASSES[name],
+        config=HUB_CONFIG.format(backend_url=backend_url),
+        chp_command=chp_command(node_modules) if name == "chp" else None,
+        name=f"hub-{name}",
+    )
 
     def ready():
-        return http_status(hub_url + "/hub/health") == 200 and http_status(public_url + "/bench/small") == 200
+        return http_status(hub.hub_url + "/hub/health") == 200 and http_status(hub.public_url + "/bench/small") == 200
 
-    wait_until(proc, ready, HUB_STARTUP_TIMEOUT_SECONDS, f"JupyterHub with {name} proxy")
-    return RunningHub(name, proc, hub_url, public_url, rss_mb=tree_rss_kib(proc.pid) / 1024)
+    hub.start(ready=ready)
+    return RunningHub(name, hub, rss_mb=tree_rss_kib(hub.pid) / 1024)
 
 
 @dataclass
@@ -143,9 +106,10 @@ def write_scripts(root, opts):
 
 def _probe(hub, opts, scripts):
     """Time the Hub API for opts.seconds; returns (LoadResult, Hub CPU % during it)."""
-    cpu_before, wall_before = cpu_seconds(hub.proc.pid), time.monotonic()
-    result = run_wrk(hub.hub_url + opts.api_path, connections=1, seconds=opts.seconds, script=scripts.probe)
-    cpu_percent = 100 * (cpu_seconds(hub.proc.pid) - cpu_before) / (time.monotonic() - wall_before)
+    pid = hub.process.pid
+    cpu_before, wall_before = cpu_seconds(pid), time.monotonic()
+    result = run_wrk(hub.process.hub_url + opts.api_path, connections=1, seconds=opts.seconds, script=scripts.probe)
+    cpu_percent = 100 * (cpu_seconds(pid) - cpu_before) / (time.monotonic() - wall_before)
     return result, cpu_percent
 
 
@@ -154,7 +118,7 @@ def _probe_under_load(hub, opts, scripts):
     with ThreadPoolExecutor(max_workers=1) as pool:
         load = pool.submit(
             run_wrk,
-            hub.public_url + "/bench/small",
+            hub.process.public_url + "/bench/small",
             connections=opts.load_connections,
             seconds=opts.seconds + 2 * LOAD_MARGIN_SECONDS,
             script=scripts.load,
@@ -200,24 +164,24 @@ def measure_hub(hub, rep, opts, scripts):
     }
 
 
-def _start_hubs(procs, root, names, backend_url, node_modules, log):
-    hubs, failures = [], []
+def _start_hubs(root, names, backend_url, node_modules, log, hubs, failures):
+    """Append to hubs each Hub that started, to failures a sample for each that did not."""
     for name in names:
         try:
-            hubs.append(start_hub(procs, root, name, backend_url, node_modules))
+            hubs.append(start_hub(root, name, backend_url, node_modules))
         except StartupError as e:
             log(f"hub test: JupyterHub with {name} did not start: {e}")
             failures.append(
                 {"test": "hub_api", "candidate": name, "rep": 0, "error": str(e), "problems": [str(e)]}
             )
-    return hubs, failures
 
 
-def run_hub_latency(procs, root, backend_url, node_modules, names, opts, log=print):
+def run_hub_latency(root, backend_url, node_modules, names, opts, log=print):
     """Start a Hub per proxy name, run opts.reps paired repetitions, stop the Hubs; returns samples."""
     scripts = write_scripts(root, opts)
-    hubs, samples = _start_hubs(procs, root, names, backend_url, node_modules, log)
+    hubs, samples = [], []
     try:
+        _start_hubs(root, names, backend_url, node_modules, log, hubs, samples)
         if opts.warmup_seconds:
             for hub in hubs:
                 _probe_under_load(hub, replace(opts, seconds=opts.warmup_seconds), scripts)
@@ -232,7 +196,7 @@ def run_hub_latency(procs, root, backend_url, node_modules, names, opts, log=pri
                 )
     finally:
         for hub in hubs:
-            procs.stop(hub.proc)
+            hub.process.stop()
     return samples
 
 
@@ -288,7 +252,6 @@ def main():
     with tempfile.TemporaryDirectory(prefix="inprocess-proxy-hub-") as root, ChildProcesses(root) as procs:
         nginx_url = f"http://127.0.0.1:{start_nginx(procs, root)}"
         samples = run_hub_latency(
-            procs,
             root,
             nginx_url,
             args.node_modules,

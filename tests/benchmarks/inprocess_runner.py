@@ -29,7 +29,8 @@ import signal
 
 import tornado.ioloop  # noqa: F401  (the Hub's loop; imported so its RSS counts as "before start")
 
-from _procs import rss_kib
+import _tests_on_path  # noqa: F401
+from support.procfs import rss_kib
 from inprocess_proxy import InProcessProxy
 
 

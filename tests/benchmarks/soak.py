@@ -35,16 +35,15 @@ import os
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))  # tests/, for the helpers shared with the test suite
+from tornado.httpserver import HTTPServer
+from tornado.testing import bind_unused_port
+from websockets.asyncio.client import connect
 
-from tornado.httpserver import HTTPServer  # noqa: E402
-from tornado.testing import bind_unused_port  # noqa: E402
-from websockets.asyncio.client import connect  # noqa: E402
-
-from attack_helpers import DOWNLOAD_BODY, FaultBackend, RecordingBackend, address_of_proxy, open_fds, rss_kib  # noqa: E402
-from inprocess_proxy import InProcessProxy  # noqa: E402
-from ws_backends import WsBackend, abort_open_websockets, ws_backend_app  # noqa: E402
+import _tests_on_path  # noqa: F401  (the test helpers below)
+from attack_helpers import DOWNLOAD_BODY, FaultBackend, RecordingBackend, address_of_proxy
+from inprocess_proxy import InProcessProxy
+from support.procfs import open_fds, rss_kib
+from ws_backends import WsBackend, abort_open_websockets, ws_backend_app
 
 ECHO_EVERY = 0.05
 RECONNECT_EVERY = 200

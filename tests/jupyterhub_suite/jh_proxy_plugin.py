@@ -20,10 +20,9 @@ CHP-only tests (they talk to proxy.api_url / proxy_process / spawn the
 `configurable-http-proxy` binary) are skipped when a non-CHP class is active.
 Set JUPYTERHUB_TEST_PROXY_KEEP_CHP_TESTS=1 to run them anyway.
 
-Vendored from the team's research notes (``shared/jupyterhub-suite/jh_proxy_plugin.py``,
-described in ``shared/research/hub.md`` section 3.2), so that a fresh clone can
-run the suite without them. ``tests/test_jupyterhub.py`` runs it in child pytest
-processes. Changes from the original:
+Written first as a standalone plugin outside this repository and vendored here,
+so that a fresh clone can run the suite. ``tests/test_jupyterhub.py`` runs it
+in child pytest processes. Changes from the standalone version:
 
 - every collected test gets a ``module`` user property (the test file's stem),
   so ``--junitxml`` reports can be counted per module: with ``--pyargs`` and a

@@ -1,4 +1,4 @@
-"""Debian packages the tests run (chromium, redis-server): installed with apt-get when missing.
+"""Debian programs the tests run (chromium, redis-server): installed with apt-get when missing.
 
 A test that needs a Debian program calls ``debian_executable(path, package)``.
 When ``path`` is missing and the tests run as root, it runs ``apt-get update``
