@@ -247,6 +247,7 @@ class RedisRouteStore:
         # the version Redis had at the previous tick
         self._remote_version = None
         self._tasks = []
+        self._stopping = False
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -274,9 +275,12 @@ class RedisRouteStore:
 
     async def stop(self):
         """Stop following; merge the last activity into Redis if it can; close connections."""
+        self._stopping = True
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
+        # a cancel that lands as redis-py's read timeout fires can be lost
+        # inside get_message; the loops then see _stopping on their next turn
         await asyncio.gather(*tasks, return_exceptions=True)
         if self.connected:
             try:
@@ -421,14 +425,14 @@ class RedisRouteStore:
 
     async def _follow(self):
         delay = RECONNECT_DELAY_FIRST
-        while True:
+        while not self._stopping:
             pubsub = self._follower_redis.pubsub(ignore_subscribe_messages=True)
             try:
                 # subscribe before the snapshot, so no change falls between them
                 await pubsub.subscribe(self.keys.channel)
                 await self._load()
                 delay = RECONNECT_DELAY_FIRST
-                while True:
+                while not self._stopping:
                     if self._reload_requested:
                         await self._load()
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=FOLLOW_POLL)
@@ -442,6 +446,8 @@ class RedisRouteStore:
                 self._set_disconnected(f"{type(e).__name__}: {e}")
             finally:
                 await pubsub.aclose()
+            if self._stopping:
+                return
             # a timer between reconnection attempts, not a synchronisation
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_DELAY_MAX)
@@ -556,10 +562,10 @@ class RedisRouteStore:
     # --- activity and the consistency check ------------------------------------
 
     async def _tick(self):
-        while True:
+        while not self._stopping:
             # a period, not a synchronisation
             await asyncio.sleep(self.activity_interval)
-            if not self.connected:
+            if self._stopping or not self.connected:
                 continue
             try:
                 await self._push_activity()
