@@ -50,6 +50,7 @@ class ErrorPage(NamedTuple):
 
 BAD_REQUEST = Answer(400, b"400 Bad Request\n", TEXT_PLAIN)
 HEALTHY = Answer(200, b'{"status": "OK"}', b"application/json")
+NOT_LOADED = Answer(503, b'{"status": "route table not loaded"}', b"application/json")
 NO_ROUTE = ErrorPage(404)
 
 
@@ -62,7 +63,8 @@ def route_request(method, target, headers, *, http10, upgrade, trie: RouteTrie, 
         http10: the request is HTTP/1.0 (Host is optional there).
         upgrade: llhttp parsed it as an upgrade request.
         trie: the RouteTrie to match against.
-        health_check_path: a path answered ``200 {"status": "OK"}``, or "".
+        health_check_path: a path answered ``200 {"status": "OK"}`` (503
+            while ``trie.loaded`` is false), or "".
         peer, tls: the client's address (bytes) and whether it came over TLS,
             for the X-Forwarded-* headers.
 
@@ -83,7 +85,7 @@ def route_request(method, target, headers, *, http10, upgrade, trie: RouteTrie, 
         return BAD_REQUEST
     path = target.partition(b"?")[0].decode("utf-8", "surrogateescape")
     if path == health_check_path:
-        return HEALTHY
+        return HEALTHY if trie.loaded else NOT_LOADED
     try:
         route = trie.match_request(path, host.decode("latin-1") if host else None)
     except ValueError:

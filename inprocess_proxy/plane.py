@@ -148,6 +148,23 @@ class DataPlane:
         """``{routespec: {routespec, target, data}}``, fresh copies."""
         return await self._call(self.routes.list, inactive_since)
 
+    async def replace_routes(self, routes):
+        """Make the table hold exactly ``{routespec: (target, data)}`` in one step on the owner
+        thread (a request never sees it half-replaced); ``{routespec: ValueError}`` of those refused."""
+        return await self._call(self.routes.replace, routes)
+
+    async def export_routes(self):
+        """``{routespec: (target, data)}`` as added, without activity."""
+        return await self._call(self.routes.export)
+
+    async def activity_times(self):
+        """A copy of ``{routespec: time of last traffic}`` as recorded here."""
+        return await self._call(dict, self.routes.activity.last)
+
+    async def merge_activity(self, times):
+        """Take the newer of each ``{routespec: time}`` and the time recorded here; returns what was taken."""
+        return await self._call(self.routes.merge_activity, times)
+
     # --- metrics --------------------------------------------------------------
 
     def metrics_snapshot(self):

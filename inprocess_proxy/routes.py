@@ -191,6 +191,9 @@ class RouteTrie:
 
     def __init__(self, host_routing=False):
         self.host_routing = host_routing
+        #: the table is complete: False while a shared route store has not
+        #: loaded it yet, and the health check answers 503 meanwhile
+        self.loaded = True
         self._root = _Node()
         #: routespec -> Route, in insertion order, for listing
         self._routes = {}

@@ -12,7 +12,7 @@ import time
 
 from .activity import ActivityTracker, isoformat
 from .metrics import ProxyStats
-from .routes import RouteTrie
+from .routes import Route, RouteTrie, routespec_key
 
 __all__ = ["RouteTable"]
 
@@ -44,6 +44,15 @@ class RouteTable:
             raise ValueError("host_routing cannot change once routes have been added")
         self.trie.host_routing = value
 
+    @property
+    def loaded(self):
+        """The table is complete; while False (a shared store has not loaded it) the health check answers 503."""
+        return self.trie.loaded
+
+    @loaded.setter
+    def loaded(self, value):
+        self.trie.loaded = value
+
     def add(self, routespec, target, data):
         """Add or replace a route; return the new Route.
 
@@ -51,10 +60,7 @@ class RouteTable:
             ValueError: naming the routespec, for a malformed routespec,
                 target or data; nothing is changed then.
         """
-        if data is None:
-            data = {}
-        elif not isinstance(data, dict):
-            raise ValueError(f"Cannot add route {routespec!r}: data must be a dict, not {data!r}")
+        data = _route_data(routespec, data)
         started = time.perf_counter()
         trie = self.trie
         previous = trie.get(routespec)
@@ -69,6 +75,20 @@ class RouteTable:
         self.stats.route_ops["add"].observe(time.perf_counter() - started)
         return route
 
+    def check(self, routespec, target, data):
+        """Validate an ``add`` without changing anything; return the data it would store.
+
+        A shared store checks here before it writes a route for every replica.
+        Reads only ``host_routing``, so any thread may call it.
+
+        Raises:
+            ValueError: as ``add`` does.
+        """
+        data = _route_data(routespec, data)
+        routespec_key(routespec, self.host_routing)
+        Route(routespec, target, data, 0.0)  # parses the target
+        return data
+
     def delete(self, routespec):
         """Delete the route stored under exactly this routespec; absent is fine.
 
@@ -81,6 +101,44 @@ class RouteTable:
             self.activity.forget(routespec)
         self.stats.route_ops["delete"].observe(time.perf_counter() - started)
         return removed
+
+    def replace(self, routes):
+        """Make the table hold exactly ``routes``, ``{routespec: (target, data)}``, in one step.
+
+        Routes whose target and data are unchanged are left alone (they keep
+        their age and activity). Returns ``{routespec: ValueError}`` for the
+        routes that could not be added; the rest of the table is replaced.
+        """
+        trie = self.trie
+        for routespec in [spec for spec in trie.routespecs() if spec not in routes]:
+            self.delete(routespec)
+        errors = {}
+        for routespec, (target, data) in routes.items():
+            route = trie.get(routespec)
+            if route is not None and route.target == target and route.data == data:
+                continue
+            try:
+                self.add(routespec, target, data)
+            except ValueError as e:
+                errors[routespec] = e
+        return errors
+
+    def export(self):
+        """``{routespec: (target, data)}`` as added (no ``last_activity``), data copied."""
+        return {routespec: (route.target, dict(route.data)) for routespec, route in self.trie.items()}
+
+    def merge_activity(self, times):
+        """Take each ``{routespec: time}`` newer than the one recorded here, for routes in the table.
+
+        Returns ``{routespec: time}`` of what was taken.
+        """
+        last = self.activity.last
+        trie = self.trie
+        taken = {}
+        for routespec, timestamp in times.items():
+            if timestamp > last.get(routespec, 0.0) and routespec in trie:
+                last[routespec] = taken[routespec] = timestamp
+        return taken
 
     def get(self, routespec):
         """One route as ``{routespec, target, data}`` (a fresh copy), or None."""
@@ -116,3 +174,12 @@ class RouteTable:
             }
         self.stats.route_ops["get_all"].observe(time.perf_counter() - started)
         return routes
+
+
+def _route_data(routespec, data):
+    """``data`` as a route stores it: a dict (None is an empty one); ValueError otherwise."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"Cannot add route {routespec!r}: data must be a dict, not {data!r}")
+    return data

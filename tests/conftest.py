@@ -28,6 +28,8 @@ from backends import (
     assert_nothing_listening,
     backend_app,
 )
+from support.debian import PackageMissing, debian_executable
+from support.redisserver import REDIS_SERVER, RedisServer
 from support.tls import make_tls_files
 
 #: seconds a fixture's teardown may take on the loop
@@ -70,6 +72,41 @@ def tls_files(tmp_path_factory):
 def self_signed_tls_files(tmp_path_factory):
     """A self-signed server certificate for 127.0.0.1 (its own trust anchor)."""
     return make_tls_files(tmp_path_factory.mktemp("tls-self"), self_signed=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server_executable():
+    """Debian's redis-server, installed with apt-get if missing (as root); tests needing it skip otherwise."""
+    try:
+        return debian_executable(REDIS_SERVER, "redis-server")
+    except PackageMissing as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session")
+def redis_server(redis_server_executable, tmp_path_factory):
+    """A redis-server the session's tests share; each test uses keys of its own."""
+    server = RedisServer(redis_server_executable, tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def make_redis_server(redis_server_executable, tmp_path):
+    """Factory: ``make_redis_server(password=..., tls=...)`` starts a redis-server of the test's
+    own (for tests that stop or restart it); stopped at teardown."""
+    servers = []
+
+    def make(**kwargs):
+        directory = tmp_path / f"redis-{len(servers)}"
+        directory.mkdir()
+        server = RedisServer(redis_server_executable, directory, **kwargs)
+        servers.append(server)
+        return server.start()
+
+    yield make
+    for server in servers:
+        server.kill()
 
 
 @pytest.fixture

@@ -19,12 +19,12 @@ import contextlib
 import itertools
 import json
 import os
-import subprocess
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from realhub import RealHub
+from support.debian import PackageMissing, debian_executable
 from support.processes import wait_until
 
 CHROMIUM = "/usr/bin/chromium"
@@ -38,9 +38,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-#: seconds for each of ``apt-get update`` and ``apt-get install chromium``
-#: (1-2 minutes for the install on a new machine here: 115 packages, 113 MB)
-APT_TIMEOUT = 600
 #: seconds for the test function itself: its steps take 1-2 minutes here
 TEST_TIMEOUT = 8 * 60
 
@@ -98,32 +95,10 @@ RECORD_PROGRESS_EVENTS = """
 @pytest.fixture(scope="session")
 def chromium():
     """Path of Debian's Chromium, installed with apt-get if missing (as root only)."""
-    if os.path.exists(CHROMIUM):
-        return CHROMIUM
-    if os.geteuid() != 0:
-        pytest.fail(
-            f"{CHROMIUM} is missing and this test is not root, so it cannot install it.\n"
-            "Install Debian's Chromium first: sudo apt-get update && sudo apt-get install -y chromium"
-        )
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    # wait for another apt run (e.g. a parallel test session) instead of failing on its lock
-    wait_for_lock = ["-o", "DPkg::Lock::Timeout=300"]
-    for command in (
-        ["apt-get", *wait_for_lock, "update", "-q"],
-        ["apt-get", *wait_for_lock, "install", "-y", "-q", "chromium"],
-    ):
-        try:
-            subprocess.run(
-                command, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                timeout=APT_TIMEOUT, check=True,
-            )
-        except subprocess.CalledProcessError as e:
-            pytest.fail(f"{' '.join(command)} failed ({e.returncode}):\n{e.stdout[-3000:]}\n{e.stderr[-3000:]}")
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"{' '.join(command)} took more than {APT_TIMEOUT} s")
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"apt-get installed chromium but {CHROMIUM} is still missing")
-    return CHROMIUM
+    try:
+        return debian_executable(CHROMIUM, "chromium")
+    except PackageMissing as e:
+        pytest.fail(str(e))
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ check the bytes around them.
 
 import pytest
 
-from inprocess_proxy.dispatch import BAD_REQUEST, HEALTHY, NO_ROUTE, Forward, route_request
+from inprocess_proxy.dispatch import BAD_REQUEST, HEALTHY, NO_ROUTE, NOT_LOADED, Forward, route_request
 from inprocess_proxy.http1 import CHUNKED_BODY, LENGTH_BODY, NO_BODY
 from inprocess_proxy.routes import RouteTrie
 
@@ -70,6 +70,16 @@ def decide(method=b"GET", target=b"/user/alice/tree", headers=(HOST,), *, http10
 )
 def test_answers_without_a_target(kwargs, expected):
     assert decide(**kwargs) == expected
+
+
+def test_health_is_503_until_a_shared_table_is_loaded_and_routing_goes_on():
+    table = trie()
+    table.loaded = False
+    kwargs = dict(http10=False, upgrade=False, trie=table, health_check_path="/_chp_healthz", peer=b"", tls=False)
+    assert route_request(b"GET", b"/_chp_healthz", [HOST], **kwargs) == NOT_LOADED
+    assert NOT_LOADED.status == 503
+    # a replica serves the routes it has meanwhile
+    assert route_request(b"GET", b"/user/alice/tree", [HOST], **kwargs).route.routespec == "/user/alice/"
 
 
 def test_no_route_is_the_hubs_404_page():

@@ -44,7 +44,7 @@ def built_html(tmp_path_factory):
 
 
 def test_docs_build_without_warnings(built_html):
-    for page in ("index", "install", "configuration", "operations", "performance", "design"):
+    for page in ("index", "install", "configuration", "operations", "performance", "replicas", "design"):
         assert (built_html / f"{page}.html").exists(), page
 
 

@@ -8,6 +8,9 @@
 - ``tls``: a test CA and server certificates for 127.0.0.1, and SSL contexts.
 - ``hub``: one JupyterHub process from a generated config on free ports.
 - ``modules``: loading a module from its file path.
+- ``debian``: Debian programs the tests run, installed with apt-get when
+  missing (as root).
+- ``redisserver``: a redis-server on a free port, stopped, restarted, killed.
 
 Nothing here imports ``inprocess_proxy``. Linux only (``/proc``, ``prctl``).
 
