@@ -64,14 +64,11 @@ unrecognized option).
 """
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -79,16 +76,27 @@ import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import _tests_on_path  # noqa: F401
 from _backends import start_nginx
+from _candidates import chp_command
 from _load import run_wrk, write_wrk_script
-from _procs import ChildProcesses, StartupError, cpu_seconds, http_status, stop_on_sigterm, wait_until
-from _report import align_columns, format_figure, format_ratio, problems, rotated, write_json
-from hub_latency import HUB_STARTUP_TIMEOUT_SECONDS, LOAD_MARGIN_SECONDS, _write_hub_config
+from _procs import ChildProcesses, stop_on_sigterm
+from _report import align_columns, problems, rotated, run_metadata, write_json
+from hub_latency import HUB_CONFIG, LOAD_MARGIN_SECONDS
+from support.hub import HubProcess
+from support.modules import load_module
+from support.ports import http_status
+from support.procfs import cpu_seconds
+from support.processes import StartupError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The checkout this file is in: the Hubs import inprocess_proxy from here.
 REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
+# Figures print as _report.py's table and the docs' benchmark pages print them.
+_FORMAT = load_module("benchmark_format", os.path.join(REPO_ROOT, "docs", "_ext", "benchmark_format.py"))
+format_figure, format_ratio = _FORMAT.format_figure, _FORMAT.format_ratio
 PROBE_PATH = "/bench/small"
 API_PATH = "/hub/api/users?limit=200"  # 200 is JupyterHub's api_page_max_limit
 SERVICE_NAME = "bench-admin"
@@ -207,17 +215,28 @@ class Options:
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
-@dataclass
-class BusyHub:
-    """A started Hub: its process, URLs and where its --gc-log goes."""
+class BusyHub(HubProcess):
+    """A Hub for candidate: hub_latency.py's configuration, the admin service, the traits, --gc-log's hook."""
 
-    candidate: HubCandidate
-    proc: object
-    hub_url: str
-    public_url: str
-    root: str
-    notes: list
-    gc_log: str | None
+    def __init__(self, directory, candidate, opts, backend_url, node_modules):
+        self.candidate = candidate
+        self.gc_log = os.path.join(directory, "gc.log") if opts.gc_log else None
+        self.notes = []  # _check_hub_log()'s, once started
+        config = [
+            HUB_CONFIG.format(backend_url=backend_url),
+            ADMIN_SERVICE_CONFIG.format(service=SERVICE_NAME, token=opts.token),
+            IMPORT_CHECK_CONFIG if candidate.inprocess else "",
+            "".join(f"c.InProcessProxy.{k} = {v!r}\n" for k, v in candidate.traits.items()),
+            GC_LOG_CONFIG.format(path=self.gc_log, slow_ms=SLOW_MS) if self.gc_log else "",
+        ]
+        super().__init__(
+            directory,
+            proxy_class=candidate.proxy_class,
+            config="".join(config),
+            chp_command=None if candidate.inprocess else chp_command(node_modules),
+            env=_hub_env(),
+            name=os.path.basename(directory),
+        )
 
 
 def _append(path, text):
@@ -240,41 +259,34 @@ def _api_request(url, token, payload=None, timeout=10):
 def _hub_env():
     """The Hubs import inprocess_proxy from this checkout, not from wherever it is installed."""
     path = os.environ.get("PYTHONPATH")
-    return dict(os.environ, PYTHONPATH=REPO_ROOT + (os.pathsep + path if path else ""))
+    return {"PYTHONPATH": REPO_ROOT + (os.pathsep + path if path else "")}
 
 
-def start_busy_hub(procs, root, name, candidate, opts, backend_url, node_modules, seed_db=None):
+def start_busy_hub(root, name, candidate, opts, backend_url, node_modules, seed_db=None):
     """A Hub for candidate, on a copy of seed_db if given; ready when its API answers the admin token."""
-    hub_root = os.path.join(root, name)
-    os.makedirs(hub_root)
-    config, hub_url, public_url = _write_hub_config(hub_root, candidate.proxy_class, backend_url, node_modules)
+    hub = BusyHub(os.path.join(root, name), candidate, opts, backend_url, node_modules)
+    hub.directory.mkdir()
     if seed_db:
-        shutil.copyfile(seed_db, os.path.join(hub_root, "jupyterhub.sqlite"))
-    _append(config, ADMIN_SERVICE_CONFIG.format(service=SERVICE_NAME, token=opts.token))
-    if candidate.inprocess:
-        _append(config, IMPORT_CHECK_CONFIG)
-    _append(config, "".join(f"c.InProcessProxy.{k} = {v!r}\n" for k, v in candidate.traits.items()))
-    gc_log = os.path.join(hub_root, "gc.log") if opts.gc_log else None
-    if gc_log:
-        _append(config, GC_LOG_CONFIG.format(path=gc_log, slow_ms=SLOW_MS))
-    proc = procs.start(name, [sys.executable, "-m", "jupyterhub", "-f", config], cwd=hub_root, env=_hub_env())
+        shutil.copyfile(seed_db, hub.directory / "jupyterhub.sqlite")
 
     def ready():
-        return http_status(hub_url + "/hub/health") == 200 and http_status(public_url + PROBE_PATH) == 200
+        return http_status(hub.hub_url + "/hub/health") == 200 and http_status(hub.public_url + PROBE_PATH) == 200
 
-    wait_until(proc, ready, HUB_STARTUP_TIMEOUT_SECONDS, f"JupyterHub with {candidate.name}")
-    status, _ = _api_request(public_url + API_PATH, opts.token)
-    if status != 200:
-        raise StartupError(f"{name}: GET {API_PATH} with the admin token answered {status}")
-    hub = BusyHub(candidate, proc, hub_url, public_url, hub_root, [], gc_log)
-    hub.notes = _check_hub_log(hub)
+    hub.start(ready=ready)
+    try:
+        status, _ = _api_request(hub.public_url + API_PATH, opts.token)
+        if status != 200:
+            raise StartupError(f"{name}: GET {API_PATH} with the admin token answered {status}")
+        hub.notes = _check_hub_log(hub)
+    except BaseException:
+        hub.stop()
+        raise
     return hub
 
 
 def _check_hub_log(hub):
     """Fail if the Hub ignored one of the candidate's options or imported another inprocess_proxy."""
-    with open(hub.proc.log_path, errors="replace") as f:
-        text = f.read()
+    text = hub.log_path.read_text(errors="replace")
     notes = []
     for option, klass in UNRECOGNIZED.findall(text):
         if klass == "InProcessProxy" and option in hub.candidate.may_predate:
@@ -283,7 +295,7 @@ def _check_hub_log(hub):
         raise StartupError(
             f"{hub.candidate.name}: the Hub logged 'Config option `{option}` not recognized by `{klass}`':"
             f" this install of inprocess_proxy predates the option, so the candidate would not measure what"
-            f" its name says; log {hub.proc.log_path}"
+            f" its name says; log {hub.log_path}"
         )
     notes += [f"InProcessProxy ran {where.strip()}" for where in LISTENING.findall(text)]
     if hub.candidate.inprocess:
@@ -291,15 +303,15 @@ def _check_hub_log(hub):
         if not found or not os.path.abspath(found.group(1)).startswith(REPO_ROOT + os.sep):
             raise StartupError(
                 f"{hub.candidate.name}: the Hub imported inprocess_proxy from"
-                f" {found.group(1) if found else '?'}, not from {REPO_ROOT}; log {hub.proc.log_path}"
+                f" {found.group(1) if found else '?'}, not from {REPO_ROOT}; log {hub.log_path}"
             )
     return notes
 
 
-def seed_database(procs, root, opts, backend_url, node_modules, log):
+def seed_database(root, opts, backend_url, node_modules, log):
     """Create opts.users users through the REST API of a Hub using CHP; returns its stopped sqlite file."""
     started = time.monotonic()
-    hub = start_busy_hub(procs, root, "hub-seed", CANDIDATES["chp"], opts, backend_url, node_modules)
+    hub = start_busy_hub(root, "hub-seed", CANDIDATES["chp"], opts, backend_url, node_modules)
     try:
         for first in range(0, opts.users, SEED_BATCH):
             names = [f"busy-user-{i:05d}" for i in range(first, min(first + SEED_BATCH, opts.users))]
@@ -309,9 +321,9 @@ def seed_database(procs, root, opts, backend_url, node_modules, log):
             if status != 201 or len(created) != len(names):
                 raise StartupError(f"seeding users: POST /hub/api/users answered {status}")
     finally:
-        procs.stop(hub.proc)
+        hub.stop()
     log(f"seeded {opts.users} users through the REST API in {time.monotonic() - started:.0f} s")
-    return os.path.join(hub.root, "jupyterhub.sqlite")
+    return hub.directory / "jupyterhub.sqlite"
 
 
 @dataclass
@@ -348,12 +360,12 @@ def _api_load(hub, opts, scripts, seconds):
 
 def _probe(hub, opts, scripts, seconds, slow_log=None):
     """(probe LoadResult, Hub CPU %, (start, end) on CLOCK_MONOTONIC in ms)."""
-    cpu_before, started = cpu_seconds(hub.proc.pid), time.monotonic()
+    cpu_before, started = cpu_seconds(hub.pid), time.monotonic()
     result = run_wrk(
         hub.public_url + PROBE_PATH, connections=1, seconds=seconds, script=scripts.probe(slow_log)
     )
     ended = time.monotonic()
-    cpu_percent = 100 * (cpu_seconds(hub.proc.pid) - cpu_before) / (ended - started)
+    cpu_percent = 100 * (cpu_seconds(hub.pid) - cpu_before) / (ended - started)
     return result, cpu_percent, (started * 1000, ended * 1000)
 
 
@@ -420,7 +432,7 @@ def measure(hub, rep, opts, scripts):
     if opts.warmup:
         _probe_busy(hub, opts, scripts, opts.warmup)
     idle, _, _ = _probe(hub, opts, scripts, opts.seconds)
-    slow_log = os.path.join(hub.root, f"probe-busy-{rep}.slow") if opts.gc_log else None
+    slow_log = os.path.join(hub.directory, f"probe-busy-{rep}.slow") if opts.gc_log else None
     (busy, busy_cpu, window), api = _probe_busy(hub, opts, scripts, opts.seconds, slow_log)
     api_loaded, load = _proxy_loaded(hub, opts, scripts)
     runs = {
@@ -471,7 +483,7 @@ def describe(sample):
     return text
 
 
-def run_candidates(procs, root, names, opts, backend_url, node_modules, seed_db, reps, log):
+def run_candidates(root, names, opts, backend_url, node_modules, seed_db, reps, log):
     """reps rounds, each starting every candidate's Hub in turn (order rotating); returns samples."""
     scripts = write_scripts(root, opts)
     samples, failed = [], set()
@@ -481,7 +493,7 @@ def run_candidates(procs, root, names, opts, backend_url, node_modules, seed_db,
                 continue
             try:
                 hub = start_busy_hub(
-                    procs, root, f"hub-{name}-{rep}", CANDIDATES[name], opts, backend_url, node_modules, seed_db
+                    root, f"hub-{name}-{rep}", CANDIDATES[name], opts, backend_url, node_modules, seed_db
                 )
             except (StartupError, OSError, ValueError) as e:
                 log(f"ERROR: {name} could not be measured, its figures will be n/a: {e}")
@@ -493,7 +505,7 @@ def run_candidates(procs, root, names, opts, backend_url, node_modules, seed_db,
             try:
                 sample = measure(hub, rep, opts, scripts)
             finally:
-                procs.stop(hub.proc)
+                hub.stop()
             samples.append(sample)
             log(f"rep {rep + 1}/{reps} {name}: {describe(sample)}")
     return samples, failed
@@ -609,40 +621,16 @@ def _worth_reporting(line):
 
 
 def hub_log_problems(root):
-    """What _worth_reporting() picks from every Hub's log, as problem entries."""
+    """What _worth_reporting() picks from every Hub's log (<root>/hub-*/jupyterhub.log), as problem entries."""
     entries = []
-    for filename in sorted(os.listdir(root)):
-        if not (filename.startswith("hub-") and filename.endswith(".log")):
-            continue
-        with open(os.path.join(root, filename), errors="replace") as f:
+    for path in sorted(Path(root).glob("hub-*/jupyterhub.log")):
+        with open(path, errors="replace") as f:
             lines = [line.rstrip()[:200] for line in f if _worth_reporting(line)]
         if lines:
             shown = " | ".join(lines[:3])
             problem = f"{len(lines)} lines, first: {shown}"
-            entries.append({"test": "log", "candidate": filename, "rep": 0, "problems": [problem]})
+            entries.append({"test": "log", "candidate": path.parent.name, "rep": 0, "problems": [problem]})
     return entries
-
-
-def _version_of(argv):
-    try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip().splitlines()[0]
-    except (OSError, IndexError, subprocess.TimeoutExpired):
-        return None
-
-
-def run_metadata(args):
-    return {
-        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "args": vars(args),
-        "python": sys.version.split()[0],
-        "commit": _version_of(["git", "-C", REPO_ROOT, "rev-parse", "HEAD"]),
-        "node": _version_of(["node", "--version"]),
-        "wrk": _version_of(["wrk", "--version"]),
-        "uvloop": _version_of([sys.executable, "-c", "import uvloop; print(uvloop.__version__)"]),
-        "machine": platform.platform(),
-        "cpus": os.cpu_count(),
-        "loadavg_at_start": os.getloadavg(),
-    }
 
 
 # The defaults of --reps, --seconds and --warmup; --quick's, unless given.
@@ -753,9 +741,9 @@ def main():
     try:
         with ChildProcesses(root) as procs:
             backend_url = f"http://127.0.0.1:{start_nginx(procs, root)}"
-            seed_db = seed_database(procs, root, opts, backend_url, args.node_modules, log)
+            seed_db = seed_database(root, opts, backend_url, args.node_modules, log)
             samples, failed = run_candidates(
-                procs, root, args.candidates, opts, backend_url, args.node_modules, seed_db, args.reps, log
+                root, args.candidates, opts, backend_url, args.node_modules, seed_db, args.reps, log
             )
         samples += hub_log_problems(root)
         keep_logs = keep_logs or bool(problems(samples))

@@ -52,6 +52,8 @@ class HubProcess:
         proxy_class: ``c.JupyterHub.proxy_class`` (an entry point name or a class path).
         config: configuration lines appended to the base (dedented).
         chp_command: ``c.ConfigurableHTTPProxy.command``, for a Hub with CHP.
+        env: environment variables the Hub gets on top of this process's
+            (e.g. ``PYTHONPATH``).
         name: the process's name in messages.
 
     Attributes:
@@ -60,11 +62,12 @@ class HubProcess:
         chp_api_url: CHP's REST API URL, if the proxy class is CHP.
     """
 
-    def __init__(self, directory, *, proxy_class="inprocess", config="", chp_command=None, name="jupyterhub"):
+    def __init__(self, directory, *, proxy_class="inprocess", config="", chp_command=None, env=None, name="jupyterhub"):
         self.directory = Path(directory)
         self.proxy_class = proxy_class
         self.extra_config = config
         self.chp_command = chp_command
+        self.env = dict(env or {})
         self.name = name
         public_port, hub_port, chp_api_port = free_ports(3)
         self.public_url = f"http://127.0.0.1:{public_port}"
@@ -131,7 +134,7 @@ class HubProcess:
         """
         self.directory.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(self.config_text())
-        env = dict(os.environ)
+        env = {**os.environ, **self.env}
         # this interpreter's scripts first (jupyterhub-singleuser), whatever PATH the caller had
         env["PATH"] = os.path.join(sys.prefix, "bin") + os.pathsep + env.get("PATH", "")
         self.process = ChildProcess(
