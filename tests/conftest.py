@@ -216,6 +216,10 @@ def make_proxy(io_loop):
     async def make(**traits):
         traits.setdefault("public_url", "http://127.0.0.1:0/")
         traits.setdefault("stop_timeout", 1)
+        # the test process is not a Hub: a freeze would keep the cyclic garbage
+        # of every later test (and hide its unclosed sockets); test_thread.py
+        # checks freeze_gc in a process of its own
+        traits.setdefault("freeze_gc", False)
         for name, value in MODE_TRAITS.items():
             traits.setdefault(name, value)
         proxy = InProcessProxy(**traits)
