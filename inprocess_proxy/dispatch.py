@@ -53,7 +53,9 @@ HEALTHY = Answer(200, b'{"status": "OK"}', b"application/json")
 NO_ROUTE = ErrorPage(404)
 
 
-def route_request(method, target, headers, *, http10, upgrade, trie: RouteTrie, health_check_path, peer, tls):
+def route_request(
+    method, target, headers, *, http10, upgrade, trie: RouteTrie, health_check_path, peer, tls, custom_headers=()
+):
     """Decide what to do with a request whose head llhttp parsed.
 
     Args:
@@ -65,6 +67,8 @@ def route_request(method, target, headers, *, http10, upgrade, trie: RouteTrie, 
         health_check_path: a path answered ``200 {"status": "OK"}``, or "".
         peer, tls: the client's address (bytes) and whether it came over TLS,
             for the X-Forwarded-* headers.
+        custom_headers: ``(name, value)`` pairs forwarded instead of any
+            header of that name (``ProxyOptions.custom_headers``).
 
     Returns:
         ``Forward``, ``Answer`` or ``ErrorPage``.
@@ -104,6 +108,7 @@ def route_request(method, target, headers, *, http10, upgrade, trie: RouteTrie, 
         peer=peer,
         tls=tls,
         websocket=websocket,
+        custom_headers=custom_headers,
     )
     if upgrade and body != NO_BODY:
         # llhttp does not parse the body of an upgrade request: its bytes
