@@ -54,11 +54,13 @@ class ProxyServer:
         log: the front-end's logger.
         upstream_ssl: SSLContext for https targets.
         error_target: ``{hub.url}error/`` or None.
+        error_files: error pages read from files, instead of an error target
+            (see ``errorpages.ErrorPages``), or None.
         access_log: called as ``access_log(exchange, seconds)`` for every
             answered request, or None.
     """
 
-    def __init__(self, *, routes, options, log, upstream_ssl, error_target, access_log=None):
+    def __init__(self, *, routes, options, log, upstream_ssl, error_target, error_files=None, access_log=None):
         self.routes = routes
         self.activity = routes.activity
         self.stats = routes.stats
@@ -71,7 +73,7 @@ class ProxyServer:
             ssl_context=upstream_ssl,
             log=log,
         )
-        self.error_pages = ErrorPages(self.pool, error_target, options.error_page_timeout, log)
+        self.error_pages = ErrorPages(self.pool, error_target, options.error_page_timeout, log, error_files)
         self.clients = set()
         self.tunnels = set()
         #: what client connections work with, set when the listener is bound
