@@ -288,15 +288,20 @@ def raw_response_head(status, reason, headers):
     return b"".join(parts)
 
 
-def simple_response(status, body=b"", content_type=TEXT_PLAIN, *, keep_alive=False, head=False):
-    """A complete response the proxy writes itself (errors, health check).
+def simple_response(status, body=b"", content_type=TEXT_PLAIN, *, keep_alive=False, head=False, headers=()):
+    """A complete response the proxy writes itself (errors, health check, the REST API).
 
     ``head`` omits the body but keeps its Content-Length, as for HEAD requests.
+    ``headers``: more ``(name, value)`` byte pairs. A 204 gets no
+    Content-Length (RFC 9110 8.6).
     """
     parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status))]
     if body or content_type:
         parts += (b"Content-Type: ", content_type, b"\r\n")
-    parts.append(b"Content-Length: %d\r\n" % len(body))
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
+    if status != 204:
+        parts.append(b"Content-Length: %d\r\n" % len(body))
     parts.append(b"Connection: keep-alive\r\n\r\n" if keep_alive else b"Connection: close\r\n\r\n")
     if not head:
         parts.append(body)

@@ -527,3 +527,16 @@ def test_custom_headers_reach_websocket_upgrades():
     )
     message = parse(httptools.HttpRequestParser, head)
     assert message.upgrade and message.values(b"k") == [b"v"]
+
+
+@pytest.mark.parametrize(
+    "status, headers, has_length",
+    [(200, (), True), (204, (), False), (301, ((b"Location", b"https://x/"),), True)],
+)
+def test_simple_response_headers_and_length(status, headers, has_length):
+    data = simple_response(status, b"", b"", headers=headers)
+    message = parse(httptools.HttpResponseParser, data)
+    assert message.parser.get_status_code() == status
+    assert (b"content-length" in message.names()) == has_length
+    for name, value in headers:
+        assert message.values(name.lower()) == [value]
