@@ -258,10 +258,11 @@ async def test_connection_beyond_max_client_connections_gets_503_and_is_closed(
         ({404: b"<p>gone</p>"}, 503, (b"text/plain; charset=utf-8", b"503 Service Unavailable\n")),
     ],
 )
-def test_error_pages_from_files(files, status, expected):
+@pytest.mark.gen_test(timeout=10)
+async def test_error_pages_from_files(files, status, expected):
     import logging
 
     from inprocess_proxy.errorpages import ErrorPages
 
     pages = ErrorPages(None, None, 1.0, logging.getLogger("test"), files)
-    assert asyncio.run(pages.render(status, b"/user/x?token=secret")) == expected
+    assert await pages.render(status, b"/user/x?token=secret") == expected
