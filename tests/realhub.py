@@ -180,6 +180,8 @@ class RealHub:
         self.config_path = self.directory / "jupyterhub_config.py"
         self.process = None
         self._log_file = None
+        #: processes started under an earlier Hub run (``stop_hub_only``), for ``stop()``
+        self._earlier = {}
 
     @property
     def marker_env(self):
@@ -245,7 +247,7 @@ class RealHub:
             c.JupyterHub.load_roles = [
                 {{
                     "name": "realhub-admin",
-                    "scopes": ["admin:users", "admin:servers", "access:servers"],
+                    "scopes": ["admin:users", "admin:servers", "access:servers", "proxy"],
                     "services": ["realhub-admin"],
                 }}
             ]
@@ -266,7 +268,8 @@ class RealHub:
         env = dict(os.environ, **self.marker_env)
         # the venv's scripts first, whatever PATH the test runner had
         env["PATH"] = os.path.join(sys.prefix, "bin") + os.pathsep + env.get("PATH", "")
-        self._log_file = open(self.log_path, "wb")
+        # appended to: a Hub started again after stop_hub_only() logs after its first run
+        self._log_file = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [os.path.join(sys.prefix, "bin", "jupyterhub"), "-f", str(self.config_path)],
             cwd=self.directory,
@@ -341,6 +344,23 @@ class RealHub:
             print(f"JupyterHub log (tail):\n{self.log_tail(lines)}")
             raise
 
+    def stop_hub_only(self):
+        """SIGTERM the Hub process alone and wait for it to exit; ``start()`` may follow.
+
+        What the Hub leaves running by its configuration (its servers with
+        ``cleanup_servers = False``, the proxy it started with ``cleanup_proxy
+        = False``) keeps running; ``stop()`` still kills it in the end.
+
+        Returns:
+            The Hub's exit status.
+        """
+        process, self.process = self.process, None
+        self._earlier.update(_descendants(process.pid))
+        process.send_signal(signal.SIGTERM)
+        returncode = process.wait(HUB_STOP_TIMEOUT)
+        self._log_file.close()
+        return returncode
+
     def stop(self):
         """Stop the Hub and kill whatever of this run is still alive; idempotent.
 
@@ -349,8 +369,8 @@ class RealHub:
         """
         process, self.process = self.process, None
         if process is None:
-            return []
-        started = _descendants(process.pid)
+            return _kill_all({**self._earlier, **_marked(self.marker)})
+        started = {**self._earlier, **_descendants(process.pid)}
         if process.poll() is None:
             # the Hub stops its servers on SIGTERM (JupyterHub.cleanup_servers)
             os.killpg(process.pid, signal.SIGTERM)

@@ -36,6 +36,11 @@ READY_LINE = "Proxy API at "
 _runs = itertools.count()
 
 
+def hub_started_command():
+    """``c.ConfigurableHTTPProxy.command`` for this checkout's inprocess-proxy (``env`` execs, keeping the pid)."""
+    return ["env", f"PYTHONPATH={ROOT}", sys.executable, "-m", "inprocess_proxy"]
+
+
 def child_env(token=TOKEN, **extra):
     """The child's environment: ours, this checkout first on PYTHONPATH, the token."""
     env = dict(os.environ, **extra)
