@@ -257,10 +257,35 @@ def test_malformed_api_request_disturbs_no_other_connection(api_proxy):
         assert good.recv(65536).startswith(b"HTTP/1.1 200 ")
 
 
+def test_pipelined_api_requests_are_answered_in_order_before_eof(api_proxy):
+    request = b"GET /api/routes%s HTTP/1.1\r\nHost: x\r\nAuthorization: token " + TOKEN.encode() + b"\r\n\r\n"
+    with socket.create_connection(api_proxy.api_address, timeout=WAIT) as sock:
+        sock.sendall(request % b"" + request % b"/user/nobody")
+        sock.shutdown(socket.SHUT_WR)
+        answers = _read_all(sock)
+    assert answers.startswith(b"HTTP/1.1 200 ")
+    assert answers.count(b"HTTP/1.1 ") == 2 and b"HTTP/1.1 404 " in answers
+
+
+def test_endless_api_request_head_is_431(api_proxy):
+    with socket.create_connection(api_proxy.api_address, timeout=WAIT) as sock:
+        sock.sendall(b"GET /api/routes HTTP/1.1\r\nHost: x\r\nX-Long: ")
+        for _ in range(40):
+            try:
+                sock.sendall(b"a" * 4096)  # a header line that never ends
+            except (BrokenPipeError, ConnectionResetError):
+                break  # answered and closed already
+        answer = _read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
+
+
 def _read_all(sock):
     parts = []
-    while data := sock.recv(65536):
-        parts.append(data)
+    try:
+        while data := sock.recv(65536):
+            parts.append(data)
+    except ConnectionResetError:
+        pass  # what came before the reset is the answer
     return b"".join(parts)
 
 

@@ -3,7 +3,8 @@
 Strategy: one ``asyncio.Protocol`` per connection with llhttp (httptools) for
 framing, as on the data path, and answers written by ``http1.simple_response``.
 It serves one request at a time per connection, in order, each as a task that
-awaits its ``ControlHandler``; a connection keeps alive as HTTP/1.1 says.
+awaits its ``ControlHandler``; requests read meanwhile queue up (up to
+``MAX_QUEUED``); a connection keeps alive as HTTP/1.1 says.
 Tornado would do the same job, but importing ``tornado.web`` and its
 ``HTTPServer`` costs more memory than this whole module (``docs/design.md``,
 "Standalone process"); these endpoints see a handful of requests a second.
@@ -37,6 +38,11 @@ REQUEST_TIMEOUT = 60.0
 #: after an early answer, body bytes read and dropped (as multiples of the
 #: handler's max_body) before the connection is simply closed
 DISCARD_FACTOR = 4
+#: pipelined requests read ahead of their answers before reading pauses.
+#: Reading is not paused per request: with uvloop, pausing and resuming the
+#: transport around every answer made aiohttp's (JupyterHub's) route adds
+#: take half as long again
+MAX_QUEUED = 16
 
 JSON = b"application/json"
 
@@ -98,9 +104,19 @@ class _ControlConnection(asyncio.Protocol):
         #: an early answer went out: read and drop the rest, then close
         self.discarding = False
         self.discarded = 0
+        #: the client sent EOF: close once what it asked is answered
+        self.client_done = False
+        #: reading paused: MAX_QUEUED requests wait for their answers
+        self.paused = False
         self.closed = False
         self.timer = None
+        #: a request head is being read, and its bytes so far across reads:
+        #: llhttp buffers an unfinished header line, so this bounds it
+        self.in_head = False
+        self.head_bytes = 0
+        self._new_request()
 
+    def _new_request(self):
         # Per-request state
         self.url = b""
         self.headers = {}
@@ -133,26 +149,32 @@ class _ControlConnection(asyncio.Protocol):
                 self.server.log.error("Error reading a request on %s", self.server.name, exc_info=e.__context__ or e)
                 self._answer_early(error_response(500, "internal error"))
             self.close()
+            return
         except HttpParserError as e:
             self._answer_early(error_response(400, f"malformed request: {e}"))
             self.close()
+            return
+        if self.in_head:
+            # a head is still incomplete: this read may also have held the end
+            # of the previous request (its body, at most max_body), hence the bound
+            self.head_bytes += len(data)
+            if self.head_bytes > MAX_HEAD_SIZE + self.handler.max_body:
+                self._answer_early(error_response(431, "request head too large"))
+                self.close()
 
     def eof_received(self):
-        # the client is done sending; answer what it sent, then close
+        # the client is done sending: answer what it sent, then close
         if self.serving is None and not self.queue:
             return False
-        self.discarding = True
+        self.client_done = True
         return True
 
     # --- llhttp callbacks ---------------------------------------------------
 
     def on_message_begin(self):
-        self.url = b""
-        self.headers = {}
-        self.head_size = 0
-        self.body = []
-        self.body_size = 0
-        self.request = None
+        self.in_head = True
+        self.head_bytes = 0
+        self._new_request()
 
     def on_url(self, url):
         self.url += url
@@ -163,6 +185,7 @@ class _ControlConnection(asyncio.Protocol):
         self._count_head(len(name) + len(value) + 4)
 
     def on_headers_complete(self):
+        self.in_head = False
         target = self.url.decode("latin-1")
         path, _, query = target.partition("?")
         request = Request(self.parser.get_method().decode("ascii"), target, path, query, self.headers, b"")
@@ -198,6 +221,9 @@ class _ControlConnection(asyncio.Protocol):
         self.queue.append((request, self.parser.should_keep_alive()))
         if self.serving is None:
             self._serve_next()
+        elif len(self.queue) >= MAX_QUEUED and not self.paused:
+            self.paused = True
+            self.transport.pause_reading()
 
     # --- serving ------------------------------------------------------------
 
@@ -212,7 +238,9 @@ class _ControlConnection(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        self.transport.pause_reading()
+        if self.paused and len(self.queue) < MAX_QUEUED // 2:
+            self.paused = False
+            self.transport.resume_reading()
         self.serving = asyncio.ensure_future(self._serve(request, keep_alive))
 
     async def _serve(self, request, keep_alive):
@@ -226,15 +254,16 @@ class _ControlConnection(asyncio.Protocol):
         self.serving = None
         if self.closed:
             return
-        keep_alive = keep_alive and not self.discarding and not self.server.closing
+        keep_alive = keep_alive and not self.server.closing
         self._write(response, keep_alive, head=request.method == "HEAD")
         if not keep_alive:
             self.close()
         elif self.queue:
             self._serve_next()
+        elif self.client_done:
+            self.close()
         else:
             self._arm_timer()
-            self.transport.resume_reading()
 
     def _answer_early(self, response):
         """Answer the request being read without its body; the connection ends after it."""
