@@ -181,32 +181,18 @@ RUNS = (
         1200,
         200,
     ),
-    ChildRun(
-        "standalone-default-test_proxy-test_api",
-        "default",
-        (_suite("test_proxy"), _suite("test_api")),
-        ("test_proxy", "test_api"),
-        1200,
-        200,
-        proxy="standalone",
-    ),
-    ChildRun(
-        "standalone-subdomain-test_proxy-test_api",
-        "subdomain",
-        (_suite("test_proxy"), _suite("test_api")),
-        ("test_proxy", "test_api"),
-        1200,
-        140,
-        proxy="standalone",
-    ),
-    ChildRun(
-        "standalone-internal_ssl-test_proxy-test_api",
-        "internal_ssl",
-        (_suite("test_proxy"), _suite("test_api")),
-        ("test_proxy", "test_api"),
-        1200,
-        200,
-        proxy="standalone",
+    # ConfigurableHTTPProxy starting the inprocess-proxy command, in each mode
+    *(
+        ChildRun(
+            f"standalone-{mode}-test_proxy-test_api",
+            mode,
+            (_suite("test_proxy"), _suite("test_api")),
+            ("test_proxy", "test_api"),
+            1200,
+            expected,
+            proxy="standalone",
+        )
+        for mode, expected in (("default", 100), ("subdomain", 90), ("internal_ssl", 100))
     ),
     ChildRun(
         "mockhub-tests",

@@ -297,6 +297,21 @@ def goal_for(operation, size):
     return GOALS.get((operation, size)) or GOALS.get((operation, None))
 
 
+def verdict(value, goal):
+    """PASS or FAIL of ``value`` against ``goal`` = ``(op, limit)``; "" without either."""
+    if goal is None or value is None:
+        return ""
+    op, limit = goal
+    return "PASS" if (value <= limit if op == "<=" else value >= limit) else "FAIL"
+
+
+def print_rows(header, rows):
+    """An aligned text table."""
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
 def print_rest_table(chp, standalone):
     """CHP's REST API next to the standalone command's, both through ConfigurableHTTPProxy."""
     header = ("REST operation", "routes", "CHP", "standalone", "standalone/CHP", "goal", "result")
@@ -306,10 +321,6 @@ def print_rest_table(chp, standalone):
             theirs = chp.get(size, {}).get(operation) if chp else None
             goal = REST_GOALS.get(operation)
             ratio_to_chp = ns / theirs if theirs else None
-            result = ""
-            if goal and ratio_to_chp is not None:
-                op, limit = goal
-                result = "PASS" if (ratio_to_chp <= limit if op == "<=" else ratio_to_chp >= limit) else "FAIL"
             rows.append(
                 (
                     operation,
@@ -318,12 +329,10 @@ def print_rest_table(chp, standalone):
                     show(ns),
                     "-" if ratio_to_chp is None else f"{ratio_to_chp:.2f}x",
                     f"{goal[0]} {goal[1]:g}x CHP" if goal else "",
-                    result,
+                    verdict(ratio_to_chp, goal),
                 )
             )
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+    print_rows(header, rows)
 
 
 def print_table(ours, chp):
@@ -333,10 +342,7 @@ def print_table(ours, chp):
         for operation, ns in figures.items():
             theirs = chp.get(size, {}).get(operation) if chp else None
             goal = goal_for(operation, size)
-            result = ""
-            if goal:
-                op, limit = goal
-                result = "PASS" if (ns <= limit if op == "<=" else ns >= limit) else "FAIL"
+            result = verdict(ns, goal)
             rows.append(
                 (
                     operation,
@@ -348,9 +354,7 @@ def print_table(ours, chp):
                     result,
                 )
             )
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+    print_rows(header, rows)
 
 
 def parse_args():
