@@ -162,6 +162,30 @@ async def test_signal_drains_in_flight_request_then_exits_0(signum, tmp_path, ba
     assert f"{signal.Signals(signum).name}: stopping" in proxy.log()
 
 
+@pytest.mark.gen_test(timeout=60)
+async def test_second_signal_during_the_drain_exits_at_once(tmp_path, backend):
+    pid_file = tmp_path / "proxy.pid"
+    proxy = ProxyProcess(tmp_path, ["--default-target", backend.url, "--pid-file", str(pid_file)])
+    with proxy:
+        client = await RawClient.connect(("127.0.0.1", proxy.port))
+        try:
+            request = asyncio.ensure_future(client.request("GET", "/gated"))
+            await asyncio.wait_for(backend.entered.wait(), WAIT)
+            proxy.process.send_signal(signal.SIGTERM)
+            await _until(lambda: "stopping; in-flight requests" in proxy.log(), "the drain to start")
+            proxy.process.send_signal(signal.SIGTERM)
+            returncode = await asyncio.get_running_loop().run_in_executor(None, proxy.process.wait, WAIT)
+            # the request was cut: its connection ends without an answer
+            with pytest.raises(asyncio.IncompleteReadError):
+                await asyncio.wait_for(request, WAIT)
+        finally:
+            await client.close()
+            backend.gate.set()
+    assert returncode == 1
+    assert not pid_file.exists()
+    assert "SIGTERM during the drain: exiting at once" in proxy.log()
+
+
 async def _until(predicate, what, timeout=WAIT):
     """Poll another process's state (its log) until ``predicate()``; bounded."""
     deadline = asyncio.get_running_loop().time() + timeout
@@ -322,6 +346,14 @@ def test_rest_api_inactive_since(api_proxy):
             assert ("/recent" in json.loads(body)) is present, query
     finally:
         api_proxy.api("DELETE", "/recent")
+
+
+def test_default_target_is_listed_like_chp(tmp_path):
+    with ProxyProcess(tmp_path, ["--default-target", "http://127.0.0.1:9"]) as proxy:
+        route = proxy.routes()["/"]
+        assert route["target"] == "http://127.0.0.1:9" and CHP_TIMESTAMP.match(route["last_activity"])
+        status, _, body = proxy.api("GET", "?inactive_since=2999-01-01T00:00:00Z")
+        assert (status, list(json.loads(body))) == (200, ["/"])
 
 
 def test_rest_api_host_routing_keys(tmp_path):

@@ -57,7 +57,7 @@ def routespec_to_key(routespec, host_routing):
     """A routespec -> the CHP route key ``GET /api/routes`` lists it under."""
     if routespec == "/":
         return "/"
-    key = unquote(routespec).rstrip("/") if routespec.endswith("/") else unquote(routespec)
+    key = unquote(routespec[:-1] if routespec.endswith("/") else routespec)
     return "/" + key if host_routing else key
 
 
@@ -168,7 +168,11 @@ class RoutesAPI:
         if since is not None:
             # the store filters by traffic; a route without any counts as
             # active when it was added (its last_activity), as in CHP
-            listed = {key: route for key, route in listed.items() if _timestamp(route["last_activity"]) < since}
+            listed = {
+                key: route
+                for key, route in listed.items()
+                if "last_activity" not in route or _timestamp(route["last_activity"]) < since
+            }
         return json_response(200, listed)
 
     def _inactive_since(self, query):
@@ -194,17 +198,24 @@ class RoutesAPI:
         target = data.pop("target", None)
         if not isinstance(target, str):
             raise BadRequest("Must specify 'target' as string")
+        try:
+            await self.add_route(key, target, data)
+        except ValueError as e:
+            raise BadRequest(str(e)) from None
+        return Response(201)
+
+    async def add_route(self, key, target, data):
+        """Add or replace the route of CHP key ``key`` as CHP does (``--default-target`` too).
+
+        Raises:
+            ValueError: naming the route, for a malformed key or target; nothing changed.
+        """
         if self.host_routing and key != "/":
             data["host"] = key.split("/")[1]
         # CHP counts a route as active when it is added
         data["last_activity"] = isoformat(time.time())
-        routespec = self._routespec(key)
-        try:
-            await self.store.add_route(routespec, target, data)
-        except ValueError as e:
-            raise BadRequest(str(e)) from None
+        await self.store.add_route(self._routespec(key), target, data)
         self.log.info("Route added %s -> %s", key, target)
-        return Response(201)
 
     async def _delete(self, key):
         if key is None:

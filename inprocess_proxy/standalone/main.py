@@ -216,12 +216,12 @@ class StandaloneProxy:
         self.plane = plane = DataPlane(
             options=settings.options, log=log, host_routing=settings.host_routing, thread=False
         )
+        routes_api = RoutesAPI(plane, host_routing=settings.host_routing, auth_token=token, log=log)
         if settings.default_target:
             try:
-                await plane.add_route("/", settings.default_target, {})
+                await routes_api.add_route("/", settings.default_target, {})
             except ValueError as e:
                 raise StartupError(f"--default-target: {e}") from None
-            log.info("Route added / -> %s", settings.default_target)
         public_url = await plane.start(
             settings.public_url,
             ssl_context=public_ssl,
@@ -233,9 +233,7 @@ class StandaloneProxy:
         )
         log.info("Proxying %s to %s", public_url, settings.default_target or "(no default)")
 
-        api = ControlServer(
-            RoutesAPI(plane, host_routing=settings.host_routing, auth_token=token, log=log), name="REST API", log=log
-        )
+        api = ControlServer(routes_api, name="REST API", log=log)
         self.servers.append(api)
         api_url = await api.listen(settings.api_url, ssl_context=api_ssl, unix_socket_mode=mode)
         log.info("Proxy API at %s/api/routes", api_url)
