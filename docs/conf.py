@@ -23,6 +23,7 @@ version = ".".join(__version__.split(".")[:2])
 extensions = [
     "myst_parser",
     "traits_reference",
+    "cli_reference",
     "metrics_reference",
     "benchmark_charts",
 ]

@@ -54,7 +54,9 @@ NOT_LOADED = Answer(503, b'{"status": "route table not loaded"}', b"application/
 NO_ROUTE = ErrorPage(404)
 
 
-def route_request(method, target, headers, *, http10, upgrade, trie: RouteTrie, health_check_path, peer, tls):
+def route_request(
+    method, target, headers, *, http10, upgrade, trie: RouteTrie, health_check_path, peer, tls, custom_headers=()
+):
     """Decide what to do with a request whose head llhttp parsed.
 
     Args:
@@ -67,6 +69,8 @@ def route_request(method, target, headers, *, http10, upgrade, trie: RouteTrie, 
             while ``trie.loaded`` is false), or "".
         peer, tls: the client's address (bytes) and whether it came over TLS,
             for the X-Forwarded-* headers.
+        custom_headers: ``(name, value)`` pairs forwarded instead of any
+            header of that name (``ProxyOptions.custom_headers``).
 
     Returns:
         ``Forward``, ``Answer`` or ``ErrorPage``.
@@ -106,6 +110,7 @@ def route_request(method, target, headers, *, http10, upgrade, trie: RouteTrie, 
         peer=peer,
         tls=tls,
         websocket=websocket,
+        custom_headers=custom_headers,
     )
     if upgrade and body != NO_BODY:
         # llhttp does not parse the body of an upgrade request: its bytes

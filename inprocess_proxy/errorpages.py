@@ -5,6 +5,10 @@ For a 404 or 5xx the proxy generates, it GETs ``{hub.url}error/{code}?url=
 internal_ssl work as for any route) with a short timeout, and answers with the
 Hub's body under its own status code. The Hub escapes what it renders; the
 plain-text fallback names only the status, never the request.
+
+Instead of an error target, a front-end may give pages read from files
+(configurable-http-proxy's ``--error-path``): one HTML body per status, and
+one for every other status.
 """
 
 import asyncio
@@ -79,17 +83,24 @@ class ErrorPages:
         pool: the UpstreamPool to reach the Hub with.
         error_target: ``{hub.url}error/`` or None without a Hub.
         timeout: seconds to wait for the Hub's page.
+        files: instead of an error target, HTML bodies (bytes) by status, the
+            key None for any other status; or None.
     """
 
-    def __init__(self, pool, error_target, timeout, log):
+    def __init__(self, pool, error_target, timeout, log, files=None):
         self.pool = pool
         self.timeout = timeout
         self.log = log
         self.endpoint = parse_target(error_target) if error_target else None
         self.path = self.endpoint.prefix + b"/" if error_target else b""
+        self.files = files
 
     async def render(self, status, request_target):
         """Return ``(content_type, body)`` for an error response; never raises."""
+        if self.files is not None:
+            body = self.files.get(status, self.files.get(None))
+            if body is not None:
+                return b"text/html; charset=utf-8", body
         if self.endpoint is None:
             return fallback_page(status)
         try:

@@ -484,6 +484,7 @@ class Exchange:
             health_check_path=context.options.health_check_path,
             peer=client.peer,
             tls=context.tls,
+            custom_headers=context.options.custom_headers,
         )
         self.decision = decision
         if self.upgrade:

@@ -136,11 +136,14 @@ def _without_listed(headers, listed):
     return headers
 
 
+#: no custom header replaces the proxy's own X-Forwarded-* ones
+_NOTHING_REPLACED = frozenset()
+
 #: how a request body is framed, as ``forwarded_request_head`` reports it
 NO_BODY, LENGTH_BODY, CHUNKED_BODY = 0, 1, 2
 
 
-def forwarded_request_head(method, target, headers, *, peer, tls, websocket=None):
+def forwarded_request_head(method, target, headers, *, peer, tls, websocket=None, custom_headers=()):
     """The request head to send upstream, and how the body that follows is framed.
 
     Args:
@@ -151,6 +154,10 @@ def forwarded_request_head(method, target, headers, *, peer, tls, websocket=None
         tls: whether the client connected over TLS.
         websocket: the client's ``Upgrade`` value for a websocket request; the
             upgrade headers are then kept, all other hop-by-hop ones dropped.
+        custom_headers: ``(name, value)`` pairs sent instead of any header of
+            the same name, the client's or the proxy's own (Host and
+            ``X-Forwarded-*`` included), as configurable-http-proxy's
+            ``--custom-header`` does.
 
     Returns:
         ``(head, body)``: ``body`` is NO_BODY, LENGTH_BODY (Content-Length
@@ -196,19 +203,27 @@ def forwarded_request_head(method, target, headers, *, peer, tls, websocket=None
             has_forwarded_host = True
         kept.append((name, value))
     kept = _without_listed(kept, listed)
+    replaced = _NOTHING_REPLACED
+    if custom_headers:
+        replaced = {name.lower() for name, _ in custom_headers}
+        kept = [(name, value) for name, value in kept if name.lower() not in replaced]
+        kept += custom_headers
 
     parts = [method, b" ", target, b" HTTP/1.1\r\n"]
     for name, value in kept:
         parts += (name, b": ", value, b"\r\n")
-    if peer:
-        parts += (b"X-Forwarded-For: ", peer if forwarded_for is None else forwarded_for + b", " + peer, b"\r\n")
-    elif forwarded_for is not None:
-        parts += (b"X-Forwarded-For: ", forwarded_for, b"\r\n")
-    proto = (b"wss" if tls else b"ws") if websocket else (b"https" if tls else b"http")
-    parts += (b"X-Forwarded-Proto: ", proto if forwarded_proto is None else forwarded_proto + b"," + proto, b"\r\n")
-    port = forwarded_port(host, tls)
-    parts += (b"X-Forwarded-Port: ", port if forwarded_port_ is None else forwarded_port_ + b"," + port, b"\r\n")
-    if host is not None and not has_forwarded_host:
+    if b"x-forwarded-for" not in replaced:
+        if peer:
+            parts += (b"X-Forwarded-For: ", peer if forwarded_for is None else forwarded_for + b", " + peer, b"\r\n")
+        elif forwarded_for is not None:
+            parts += (b"X-Forwarded-For: ", forwarded_for, b"\r\n")
+    if b"x-forwarded-proto" not in replaced:
+        proto = (b"wss" if tls else b"ws") if websocket else (b"https" if tls else b"http")
+        parts += (b"X-Forwarded-Proto: ", proto if forwarded_proto is None else forwarded_proto + b"," + proto, b"\r\n")
+    if b"x-forwarded-port" not in replaced:
+        port = forwarded_port(host, tls)
+        parts += (b"X-Forwarded-Port: ", port if forwarded_port_ is None else forwarded_port_ + b"," + port, b"\r\n")
+    if host is not None and not has_forwarded_host and b"x-forwarded-host" not in replaced:
         parts += (b"X-Forwarded-Host: ", host, b"\r\n")
     if websocket:
         parts += (b"Connection: Upgrade\r\nUpgrade: ", websocket, b"\r\n")
@@ -273,15 +288,20 @@ def raw_response_head(status, reason, headers):
     return b"".join(parts)
 
 
-def simple_response(status, body=b"", content_type=TEXT_PLAIN, *, keep_alive=False, head=False):
-    """A complete response the proxy writes itself (errors, health check).
+def simple_response(status, body=b"", content_type=TEXT_PLAIN, *, keep_alive=False, head=False, headers=()):
+    """A complete response the proxy writes itself (errors, health check, the REST API).
 
     ``head`` omits the body but keeps its Content-Length, as for HEAD requests.
+    ``headers``: more ``(name, value)`` byte pairs. A 204 gets no
+    Content-Length (RFC 9110 8.6).
     """
     parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status))]
     if body or content_type:
         parts += (b"Content-Type: ", content_type, b"\r\n")
-    parts.append(b"Content-Length: %d\r\n" % len(body))
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
+    if status != 204:
+        parts.append(b"Content-Length: %d\r\n" % len(body))
     parts.append(b"Connection: keep-alive\r\n\r\n" if keep_alive else b"Connection: close\r\n\r\n")
     if not head:
         parts.append(body)

@@ -11,14 +11,16 @@ takes on its own thread (``plane.DataPlane.metrics_snapshot``).
 Names follow JupyterHub's style (``jupyterhub_proxy_...``, the
 ``JUPYTERHUB_METRICS_PREFIX`` namespace); label values come from small fixed
 sets, never a user name or a path.
+
+``prometheus_client`` is imported when metrics are registered, not with this
+module: the data path imports ``ProxyStats`` from here, and the standalone
+process without ``--metrics-port`` would otherwise carry the library's
+imports (``http.server``, ``wsgiref``, ``platform``: about 4 MB of RSS).
 """
 
 import bisect
 import copy
 import weakref
-
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-from prometheus_client.registry import REGISTRY, Collector
 
 __all__ = ["KINDS", "ProxyStats", "ProxyCollector", "register"]
 
@@ -88,8 +90,8 @@ class ProxyStats:
         self.durations[kind].observe(seconds)
 
 
-class ProxyCollector(Collector):
-    """Exports the stats of every data plane in this process.
+class ProxyCollector:
+    """Exports the stats of every data plane in this process (a ``prometheus_client`` collector).
 
     One collector is registered once per process; data planes come and go
     (tests start many), each held weakly.
@@ -104,6 +106,8 @@ class ProxyCollector(Collector):
         return f"{self.prefix}_proxy_{name}"
 
     def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
         snapshots = [plane.metrics_snapshot() for plane in list(self.sources)]
         counted = [snapshot.stats for snapshot in snapshots]
         requests = CounterMetricFamily(
@@ -167,13 +171,16 @@ def _merge(histograms, bounds):
 _collector = None
 
 
-def register(plane, prefix, registry=REGISTRY):
-    """Export ``plane``'s metrics in ``registry`` (the Hub serves the default one at ``/hub/metrics``).
+def register(plane, prefix, registry=None):
+    """Export ``plane``'s metrics in ``registry`` (default: ``prometheus_client``'s,
+    which the Hub serves at ``/hub/metrics``).
 
     ``prefix`` is the Hub's ``metrics_prefix`` (``jupyterhub``); the first
     data plane registered in a process sets it.
     """
     global _collector
+    if registry is None:
+        from prometheus_client.registry import REGISTRY as registry
     if _collector is None:
         _collector = ProxyCollector(prefix)
         registry.register(_collector)

@@ -3,7 +3,9 @@
 Front-ends turn their configuration into this plain parameter object, as
 tornado's ``HTTP1ConnectionParameters`` does, so the data plane never imports
 traitlets. The defaults written here are the only copy: ``proxy.InProcessProxy``
-builds its traits from them, and ``docs/configuration.md`` shows them.
+builds its traits from them, and ``docs/configuration.md`` shows them. A field
+with no trait of that name (``custom_headers``) is a setting of the standalone
+command only, and the Hub plugin leaves it at its default.
 """
 
 from dataclasses import dataclass
@@ -45,3 +47,7 @@ class ProxyOptions:
     health_check_path: str = "/_chp_healthz"
     #: seconds in-flight requests may take to finish when the proxy stops
     stop_timeout: float = 5.0
+    #: ``(name, value)`` byte pairs added to every forwarded request; each
+    #: replaces any header of that name the request would carry, Host and
+    #: X-Forwarded-* included (configurable-http-proxy's ``--custom-header``)
+    custom_headers: tuple = ()

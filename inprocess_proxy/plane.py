@@ -70,8 +70,21 @@ class DataPlane:
 
     # --- lifecycle ------------------------------------------------------------
 
-    async def start(self, public_url, *, ssl_context=None, unix_socket_mode=0o600, upstream_ssl, error_target, access_log=None):
+    async def start(
+        self,
+        public_url,
+        *,
+        ssl_context=None,
+        unix_socket_mode=0o600,
+        upstream_ssl,
+        error_target,
+        error_files=None,
+        access_log=None,
+    ):
         """Bind ``public_url`` and serve it; returns the bound URL (its port filled in).
+
+        ``error_target`` is where error pages are fetched (``{hub.url}error/``),
+        ``error_files`` pages read from files instead (``errorpages.ErrorPages``).
 
         Raises:
             OSError: naming the address, when it cannot be bound.
@@ -82,6 +95,7 @@ class DataPlane:
             log=self.log,
             upstream_ssl=upstream_ssl,
             error_target=error_target,
+            error_files=error_files,
             access_log=access_log,
         )
         listening = server.listen(public_url, ssl_context=ssl_context, unix_socket_mode=unix_socket_mode)

@@ -354,7 +354,9 @@ class InProcessProxy(Proxy):
 
     def options(self):
         """The data path's settings, from the current configuration."""
-        return ProxyOptions(**{field.name: getattr(self, field.name) for field in dataclasses.fields(ProxyOptions)})
+        return ProxyOptions(
+            **{field.name: getattr(self, field.name) for field in dataclasses.fields(ProxyOptions) if self.has_trait(field.name)}
+        )
 
     def _upstream_ssl_context(self):
         """TLS settings for https targets: internal_ssl's client identity, or the system CAs."""

@@ -20,7 +20,7 @@ from .forward import ClientConnection, ExchangeContext
 from .upstream import UpstreamPool
 from .websocket import Tunnel
 
-__all__ = ["ProxyServer"]
+__all__ = ["ProxyServer", "bind", "remove_stale_socket"]
 
 #: seconds between warnings about connections refused at the limit, so a
 #: flood does not become a flood of log lines
@@ -54,11 +54,13 @@ class ProxyServer:
         log: the front-end's logger.
         upstream_ssl: SSLContext for https targets.
         error_target: ``{hub.url}error/`` or None.
+        error_files: error pages read from files, instead of an error target
+            (see ``errorpages.ErrorPages``), or None.
         access_log: called as ``access_log(exchange, seconds)`` for every
             answered request, or None.
     """
 
-    def __init__(self, *, routes, options, log, upstream_ssl, error_target, access_log=None):
+    def __init__(self, *, routes, options, log, upstream_ssl, error_target, error_files=None, access_log=None):
         self.routes = routes
         self.activity = routes.activity
         self.stats = routes.stats
@@ -71,7 +73,7 @@ class ProxyServer:
             ssl_context=upstream_ssl,
             log=log,
         )
-        self.error_pages = ErrorPages(self.pool, error_target, options.error_page_timeout, log)
+        self.error_pages = ErrorPages(self.pool, error_target, options.error_page_timeout, log, error_files)
         self.clients = set()
         self.tunnels = set()
         #: what client connections work with, set when the listener is bound
@@ -112,8 +114,6 @@ class ProxyServer:
         Raises:
             OSError: naming the address, if it cannot be bound.
         """
-        loop = asyncio.get_running_loop()
-        parts = urlsplit(public_url)
         self.context = ExchangeContext(
             trie=self.routes.trie,
             pool=self.pool,
@@ -126,30 +126,13 @@ class ProxyServer:
             tls=ssl_context is not None,
             start_tunnel=self.start_tunnel,
         )
-        try:
-            if parts.scheme == "http+unix":
-                path = unquote(parts.netloc)
-                _remove_stale_socket(path)
-                self._listener = await loop.create_unix_server(self._new_client, path, ssl=ssl_context)
-                self._unix_path = path
-                os.chmod(path, unix_socket_mode)
-                bound_url = public_url
-            else:
-                host = parts.hostname or None
-                default_port = 443 if parts.scheme == "https" else 80
-                port = parts.port if parts.port is not None else default_port
-                self._listener = await loop.create_server(
-                    self._new_client, host, port, ssl=ssl_context, reuse_address=True, backlog=1024
-                )
-                bound_url = public_url
-                if port == 0:
-                    port = self._listener.sockets[0].getsockname()[1]
-                    netloc = f"{parts.hostname}:{port}" if parts.hostname else f":{port}"
-                    if parts.hostname and ":" in parts.hostname:
-                        netloc = f"[{parts.hostname}]:{port}"
-                    bound_url = urlunsplit(parts._replace(netloc=netloc))
-        except OSError as e:
-            raise OSError(e.errno, f"InProcessProxy cannot listen on {public_url}: {e.strerror or e}") from e
+        self._listener, bound_url, self._unix_path = await bind(
+            public_url,
+            self._new_client,
+            ssl_context=ssl_context,
+            unix_socket_mode=unix_socket_mode,
+            what="InProcessProxy",
+        )
         self._sweeper = asyncio.ensure_future(self._sweep_forever())
         return bound_url
 
@@ -238,7 +221,8 @@ class ProxyServer:
             client.shutdown()
         self._check_drained()
         try:
-            await asyncio.wait_for(self._drained.wait(), timeout)
+            if not self._drained.is_set():
+                await asyncio.wait_for(self._drained.wait(), timeout)
         except asyncio.TimeoutError:
             self.log.warning(
                 "InProcessProxy stop: closing %d connections still busy after %gs",
@@ -253,10 +237,47 @@ class ProxyServer:
         if self._sweeper is not None:
             self._sweeper.cancel()
         if self._unix_path is not None:
-            _remove_stale_socket(self._unix_path)
+            remove_stale_socket(self._unix_path)
 
 
-def _remove_stale_socket(path):
+async def bind(url, protocol_factory, *, ssl_context=None, unix_socket_mode=0o600, what="InProcessProxy"):
+    """Listen on ``url`` (``http``, ``https`` or ``http+unix``) with ``protocol_factory``.
+
+    A stale socket file left by a previous run is removed first. Returns
+    ``(server, bound_url, unix_path)``: the asyncio server, the URL actually
+    bound (the port filled in when it was 0) and the socket path (or None).
+
+    Raises:
+        OSError: naming ``what`` and the address, if it cannot be bound.
+    """
+    loop = asyncio.get_running_loop()
+    parts = urlsplit(url)
+    try:
+        if parts.scheme == "http+unix":
+            path = unquote(parts.netloc)
+            remove_stale_socket(path)
+            server = await loop.create_unix_server(protocol_factory, path, ssl=ssl_context)
+            os.chmod(path, unix_socket_mode)
+            return server, url, path
+        host = parts.hostname or None
+        default_port = 443 if parts.scheme == "https" else 80
+        port = parts.port if parts.port is not None else default_port
+        server = await loop.create_server(
+            protocol_factory, host, port, ssl=ssl_context, reuse_address=True, backlog=1024
+        )
+    except OSError as e:
+        raise OSError(e.errno, f"{what} cannot listen on {url}: {e.strerror or e}") from e
+    bound_url = url
+    if port == 0:
+        port = server.sockets[0].getsockname()[1]
+        netloc = f"{parts.hostname}:{port}" if parts.hostname else f":{port}"
+        if parts.hostname and ":" in parts.hostname:
+            netloc = f"[{parts.hostname}]:{port}"
+        bound_url = urlunsplit(parts._replace(netloc=netloc))
+    return server, bound_url, None
+
+
+def remove_stale_socket(path):
     """Remove a socket file nobody listens on; refuse to touch anything else."""
     try:
         mode = os.lstat(path).st_mode

@@ -86,7 +86,7 @@ class RealHub(HubProcess):
             c.JupyterHub.load_roles = [
                 {{
                     "name": "realhub-admin",
-                    "scopes": ["admin:users", "admin:servers", "access:servers"],
+                    "scopes": ["admin:users", "admin:servers", "access:servers", "proxy"],
                     "services": ["realhub-admin"],
                 }}
             ]

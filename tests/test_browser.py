@@ -1,4 +1,5 @@
-"""A person's session in a real browser, through a real Hub with InProcessProxy.
+"""A person's session in a real browser, through a real Hub with InProcessProxy,
+and once more through the standalone inprocess-proxy command the Hub starts.
 
 Headless Chromium (Debian's, driven by Playwright) logs in, watches the spawn
 progress stream, runs a notebook cell (kernel websocket), types in a terminal
@@ -24,7 +25,9 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from realhub import RealHub
+from standalone_process import hub_started_command
 from support.debian import PackageMissing, debian_executable
+from support.ports import free_port
 from support.processes import wait_until
 
 CHROMIUM = "/usr/bin/chromium"
@@ -101,10 +104,22 @@ def chromium():
         pytest.fail(str(e))
 
 
-@pytest.fixture
-def hub(tmp_path):
+def proxy_config(proxy):
+    """The Hub's proxy: InProcessProxy (RealHub's default), or JupyterHub's
+    ConfigurableHTTPProxy starting the standalone inprocess-proxy command."""
+    if proxy == "inprocess":
+        return ""
+    return f"""
+c.JupyterHub.proxy_class = "configurable-http-proxy"
+c.ConfigurableHTTPProxy.command = {hub_started_command()!r}
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{free_port()}"
+"""
+
+
+@pytest.fixture(params=["inprocess", "standalone"])
+def hub(request, tmp_path):
     """A real Hub (its spawn handler always shows the spawn-pending page), with LAB_SETTINGS for USER."""
-    hub = RealHub(tmp_path / "hub")
+    hub = RealHub(tmp_path / "hub", config=proxy_config(request.param))
     settings_dir = hub.home(USER) / ".jupyter" / "lab" / "user-settings"
     for plugin, settings in LAB_SETTINGS.items():
         path = settings_dir / f"{plugin}.jupyterlab-settings"

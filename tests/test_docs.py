@@ -44,7 +44,7 @@ def built_html(tmp_path_factory):
 
 
 def test_docs_build_without_warnings(built_html):
-    for page in ("index", "install", "configuration", "operations", "performance", "replicas", "design"):
+    for page in ("index", "install", "configuration", "operations", "standalone", "performance", "replicas", "design"):
         assert (built_html / f"{page}.html").exists(), page
 
 
@@ -100,3 +100,14 @@ def test_benchmark_rows_named_in_docs_exist(monkeypatch):
         used.update(re.findall(r"^:metric:\s*(.+?)\s*$", text, flags=re.M))
         used.update(label.partition("|")[0].strip() for label in re.findall(r"\{benchmark-value\}`([^`]+)`", text))
     assert used - known == set(), f"rows the benchmark does not write: {sorted(used - known)}"
+
+
+def test_standalone_page_lists_every_flag(built_html):
+    from inprocess_proxy.standalone.cli import build_parser
+
+    html = (built_html / "standalone.html").read_text(encoding="utf-8")
+    flags = [flag for action in build_parser()._actions for flag in action.option_strings]
+    # each flag opens a literal of its own in the generated tables
+    listed = set(re.findall(r'<span class="pre">(--?[\w-]+)</span>', html))
+    missing = [flag for flag in flags if flag not in listed and flag not in ("-h", "--help", "-V", "--version")]
+    assert not missing, f"flags missing from docs/standalone.md's reference: {missing}"

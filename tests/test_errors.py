@@ -226,3 +226,25 @@ async def test_connection_beyond_max_client_connections_gets_503_and_is_closed(
     assert _status_of(data) == 503
     await _assert_serves(first)
     await _assert_serves(second)
+
+
+# -- error pages from files (the standalone command's --error-path) ------------------
+
+
+@pytest.mark.parametrize(
+    "files, status, expected",
+    [
+        ({404: b"<p>gone</p>", None: b"<p>other</p>"}, 404, (b"text/html; charset=utf-8", b"<p>gone</p>")),
+        ({404: b"<p>gone</p>", None: b"<p>other</p>"}, 503, (b"text/html; charset=utf-8", b"<p>other</p>")),
+        # no page for the status and no error.html: the plain-text fallback
+        ({404: b"<p>gone</p>"}, 503, (b"text/plain; charset=utf-8", b"503 Service Unavailable\n")),
+    ],
+)
+@pytest.mark.gen_test(timeout=10)
+async def test_error_pages_from_files(files, status, expected):
+    import logging
+
+    from inprocess_proxy.errorpages import ErrorPages
+
+    pages = ErrorPages(None, None, 1.0, logging.getLogger("test"), files)
+    assert await pages.render(status, b"/user/x?token=secret") == expected

@@ -488,3 +488,55 @@ def test_simple_response(status, body, content_type, keep_alive, head):
         assert data.endswith(b"\r\n\r\n") and body not in data
     else:
         assert (message.completed, message.body) == (1, body)
+
+
+# -- custom headers (the standalone command's --custom-header) ----------------
+
+
+@pytest.mark.parametrize(
+    "client_headers, custom, expected",
+    [
+        # added to what the client sent
+        ([], [(b"k1", b"v1")], {b"k1": [b"v1"]}),
+        # replaces the client's header of that name, whatever its case
+        ([(b"K1", b"client")], [(b"k1", b"custom")], {b"k1": [b"custom"]}),
+        # replaces Host, while X-Forwarded-Host still names the client's
+        ([], [(b"Host", b"backend.test")], {b"host": [b"backend.test"], b"x-forwarded-host": [b"hub.example.com"]}),
+        # replaces the proxy's own X-Forwarded-* (CHP's custom headers win over xfwd)
+        (
+            [(b"X-Forwarded-Proto", b"http")],
+            [(b"X-Forwarded-Proto", b"https")],
+            {b"x-forwarded-proto": [b"https"], b"x-forwarded-for": [PEER]},
+        ),
+        ([], [(b"X-Forwarded-For", b"10.9.9.9")], {b"x-forwarded-for": [b"10.9.9.9"]}),
+    ],
+)
+def test_custom_headers_replace_headers_of_their_name(client_headers, custom, expected):
+    head, _ = forwarded_request_head(
+        b"GET", b"/x", [HOST, *client_headers], peer=PEER, tls=False, custom_headers=tuple(custom)
+    )
+    message = parse(httptools.HttpRequestParser, head)
+    for name, values in expected.items():
+        assert message.values(name) == values, name
+
+
+def test_custom_headers_reach_websocket_upgrades():
+    headers = [HOST, (b"Connection", b"Upgrade"), (b"Upgrade", b"websocket")]
+    head, _ = forwarded_request_head(
+        b"GET", b"/ws", headers, peer=PEER, tls=False, websocket=b"websocket", custom_headers=((b"k", b"v"),)
+    )
+    message = parse(httptools.HttpRequestParser, head)
+    assert message.upgrade and message.values(b"k") == [b"v"]
+
+
+@pytest.mark.parametrize(
+    "status, headers, has_length",
+    [(200, (), True), (204, (), False), (301, ((b"Location", b"https://x/"),), True)],
+)
+def test_simple_response_headers_and_length(status, headers, has_length):
+    data = simple_response(status, b"", b"", headers=headers)
+    message = parse(httptools.HttpResponseParser, data)
+    assert message.parser.get_status_code() == status
+    assert (b"content-length" in message.names()) == has_length
+    for name, value in headers:
+        assert message.values(name.lower()) == [value]

@@ -164,6 +164,8 @@ MODE_RUN_TIMEOUT = 900
 def test_data_path_modules_pass_in_mode(mode):
     env = dict(os.environ, INPROCESS_PROXY_TEST_TRAITS=MODES[mode])
     env.pop("PYTEST_ADDOPTS", None)
+    # this checkout's package, not an installed one (the child's cwd is tests/)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (os.path.dirname(HERE), env.get("PYTHONPATH")) if p)
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *DATA_PATH_MODULES]
     run = subprocess.run(command, cwd=HERE, env=env, capture_output=True, text=True, timeout=MODE_RUN_TIMEOUT)
     tail = "\n".join(run.stdout.splitlines()[-30:])

@@ -30,7 +30,9 @@ FIGURE_COLUMNS = (
     ("CHP", "chp", format_figure),
     ("relay", "relay", format_figure),
     ("inprocess", "inprocess", format_figure),
+    ("standalone", "standalone", format_figure),
     ("inproc/CHP", "inprocess/chp", format_ratio),
     ("inproc/direct", "inprocess/direct", format_ratio),
+    ("standalone/CHP", "standalone/chp", format_ratio),
     ("relay/CHP", "relay/chp", format_ratio),
 )

@@ -1,10 +1,13 @@
-"""The four things measured: a direct connection, CHP 5.3.0, a blind Python byte relay and InProcessProxy.
+"""The things measured: a direct connection, CHP 5.3.0, a blind Python byte relay, InProcessProxy
+and the standalone inprocess-proxy command.
 
 Each ``start_*`` function starts one candidate in front of the backends and
 returns a ``Candidate``: where to send HTTP and websocket load, and which
 process is the proxy (for CPU and RSS). Every candidate routes ``/`` to nginx
 and ``/ws/`` to the websocket echo server, as a Hub would; the relay (the
 floor for a proxy in Python, see byte_relay.py) has a port for each instead.
+CHP and the standalone command are started alike: ``--default-target`` for
+``/`` and ``/ws`` added through their REST API.
 """
 
 import json
@@ -22,6 +25,8 @@ from support.processes import StartupError, wait_until
 STARTUP_TIMEOUT_SECONDS = 30
 WS_PATH = "/ws/echo"
 HERE = os.path.dirname(os.path.abspath(__file__))
+#: the checkout the standalone command is run from (first on its PYTHONPATH)
+REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
 
 
 @dataclass
@@ -76,31 +81,47 @@ def _add_chp_route(api_port, token, routespec, target):
             raise StartupError(f"CHP refused route {routespec}: HTTP {response.status}")
 
 
-def start_chp(procs, backends, node_modules):
-    """CHP with nginx as its default target and /ws added through its API."""
+def standalone_command():
+    """argv prefix that runs this checkout's inprocess-proxy command (the pid is Python's)."""
+    return [sys.executable, "-m", "inprocess_proxy"]
+
+
+def _start_chp_like(procs, backends, name, command, env=None):
+    """A CHP-compatible command with nginx as its default target and /ws added through its REST API."""
     port, api_port = free_ports(2)
     token = uuid.uuid4().hex
-    argv = chp_command(node_modules) + [
+    argv = command + [
         "--ip", "127.0.0.1", "--port", str(port),
         "--api-ip", "127.0.0.1", "--api-port", str(api_port),
         "--default-target", backends.http_url,
     ]  # fmt: skip
-    proc = procs.start("chp", argv, env=dict(os.environ, CONFIGPROXY_AUTH_TOKEN=token))
+    proc = procs.start(name, argv, env=dict(env or os.environ, CONFIGPROXY_AUTH_TOKEN=token))
     wait_until(
         lambda: port_accepts(port) and port_accepts(api_port),
         timeout=STARTUP_TIMEOUT_SECONDS,
-        what="CHP",
+        what=name,
         process=proc,
     )
     _add_chp_route(api_port, token, "/ws", backends.ws_target)
     return Candidate(
-        name="chp",
+        name=name,
         http_url=f"http://127.0.0.1:{port}",
         ws_url=f"ws://127.0.0.1:{port}{WS_PATH}",
         pid=proc.pid,
         proc=proc,
         memory_kib={"rss_after_start": rss_kib(proc.pid)},
     )
+
+
+def start_chp(procs, backends, node_modules):
+    """CHP with nginx as its default target and /ws added through its API."""
+    return _start_chp_like(procs, backends, "chp", chp_command(node_modules))
+
+
+def start_standalone(procs, backends, node_modules):
+    """The inprocess-proxy command, started as CHP is; its RSS is the whole process's, as CHP's."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (REPO_ROOT, os.environ.get("PYTHONPATH")) if p))
+    return _start_chp_like(procs, backends, "standalone", standalone_command(), env)
 
 
 def _first_json_line(path):
@@ -166,4 +187,10 @@ def start_inprocess(procs, backends, node_modules):
     )
 
 
-STARTERS = {"direct": start_direct, "chp": start_chp, "relay": start_relay, "inprocess": start_inprocess}
+STARTERS = {
+    "direct": start_direct,
+    "chp": start_chp,
+    "relay": start_relay,
+    "inprocess": start_inprocess,
+    "standalone": start_standalone,
+}

@@ -1,4 +1,5 @@
-"""Benchmark InProcessProxy against CHP 5.3.0, a byte relay and no proxy, and print the goals table.
+"""Benchmark InProcessProxy and the inprocess-proxy command against CHP 5.3.0, a byte relay and no proxy,
+and print the goals table.
 
     tests/benchmarks/setup.sh                 # once: wrk, nginx, CHP and ws
     python tests/benchmarks/bench_http.py     # about 7 minutes with the defaults
@@ -14,7 +15,8 @@ samples go to results/latest.json.
 
 The relay (byte_relay.py) copies bytes in Python and does nothing else: it is
 the floor for any proxy in Python, shown for context (relay/CHP); the goals
-are on InProcessProxy only.
+are on InProcessProxy and on the standalone command (``standalone``, started
+as CHP is, its RSS the whole process's as CHP's).
 
 Exits 0 unless something crashed: goals are reported, never asserted.
 """
@@ -230,7 +232,7 @@ MAX_LOG_LINES_REPORTED = 5
 def log_problem_samples(root):
     """Errors and warnings that InProcessProxy's processes logged, as problem entries."""
     entries = []
-    for name in ("inprocess", "hub-inprocess"):
+    for name in ("inprocess", "standalone", "hub-inprocess"):
         path = os.path.join(root, f"{name}.log")
         if not os.path.exists(path):
             continue

@@ -25,7 +25,12 @@ If CHP is installed (``tests/benchmarks/setup.sh``, or
 ``configurable-http-proxy`` on PATH) it is started on free 127.0.0.1 ports and
 driven through JupyterHub's own ``ConfigurableHTTPProxy`` class
 (``should_start=False``), so its figures are exactly what the Hub awaits:
-aiohttp with JupyterHub's shared session, JSON, and reformatting.
+aiohttp with JupyterHub's shared session, JSON, and reformatting. The
+standalone ``inprocess-proxy`` command (this checkout's) is driven the same
+way, and the two are compared in a second table. CPU time of this thread
+counts only the client's share of a REST call, so that table also has the
+wall-clock median of single ``add_route`` calls (``add_route wall p50``):
+what the Hub waits, client and proxy together.
 
 Never asserts; prints PASS/FAIL per goal and exits 0 unless something crashed.
 """
@@ -43,7 +48,7 @@ import time
 import uuid
 
 import _tests_on_path  # noqa: F401
-from _candidates import HERE, STARTUP_TIMEOUT_SECONDS, chp_command
+from _candidates import HERE, REPO_ROOT, STARTUP_TIMEOUT_SECONDS, chp_command, standalone_command
 from _procs import ChildProcesses
 from support.ports import free_port, port_accepts
 from support.processes import StartupError, wait_until
@@ -60,7 +65,9 @@ CHP_BUDGET_SECONDS = 120
 #: simultaneous requests while filling CHP (JupyterHub's ConfigurableHTTPProxy.concurrency default)
 CHP_FILL_CONCURRENCY = 10
 
-# Goals from the project's performance issue, on InProcessProxy's figures.
+# Goals from the project's performance issue, on InProcessProxy's figures,
+# and from the standalone command's issue, as its ratio to CHP's.
+REST_GOALS = {"add_route wall p50": ("<=", 0.5)}
 US, MS = 1e3, 1e6  # ns per unit
 GOALS = {
     ("trie add", None): ("<=", 10 * US),
@@ -204,16 +211,19 @@ async def fill_chp(chp, specs):
 
 
 async def time_chp_api(chp, size, batch, repeats):
-    """{operation: ns} for ConfigurableHTTPProxy's route API; CHP already holds `size` routes."""
+    """{operation: ns} for ConfigurableHTTPProxy's route API; the proxy already holds `size` routes."""
     specs = [user_spec(f"new{i}") for i in range(batch)]
     for spec in specs:  # warm-up: connections, node's JIT
         await chp.add_route(spec, TARGET, user_data(spec))
         await chp.delete_route(spec)
     add, delete, listing = Timer(), Timer(), Timer()
+    add_walls = []
     for _ in range(repeats):
         with add:
             for spec in specs:
+                started = time.perf_counter_ns()
                 await chp.add_route(spec, TARGET, user_data(spec))
+                add_walls.append(time.perf_counter_ns() - started)
             add.record(batch)
         with delete:
             for spec in specs:
@@ -224,11 +234,16 @@ async def time_chp_api(chp, size, batch, repeats):
             routes = await chp.get_all_routes()
             listing.record(1)
     assert len(routes) == size + 1, len(routes)
-    return {"add_route": add.median, "delete_route": delete.median, "get_all_routes": listing.median}
+    return {
+        "add_route": add.median,
+        "add_route wall p50": statistics.median(add_walls),
+        "delete_route": delete.median,
+        "get_all_routes": listing.median,
+    }
 
 
-async def time_chp(argv, batch, repeats):
-    """{size: {operation: ns}} for CHP, started here on free ports and stopped at the end."""
+async def time_chp(argv, batch, repeats, env=None, name="chp"):
+    """{size: {operation: ns}} for CHP (or a command taking its flags), started here on free ports."""
     from jupyterhub.httpclient import JupyterHubHTTPClient
     from jupyterhub.proxy import ConfigurableHTTPProxy
 
@@ -246,8 +261,8 @@ async def time_chp(argv, batch, repeats):
     ]
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench-routes-") as log_dir, ChildProcesses(log_dir) as procs:
-        proc = procs.start("chp", argv, env=dict(os.environ, CONFIGPROXY_AUTH_TOKEN=token))
-        wait_until(lambda: port_accepts(api_port), timeout=STARTUP_TIMEOUT_SECONDS, what="CHP API", process=proc)
+        proc = procs.start(name, argv, env=dict(env or os.environ, CONFIGPROXY_AUTH_TOKEN=token))
+        wait_until(lambda: port_accepts(api_port), timeout=STARTUP_TIMEOUT_SECONDS, what=f"{name} API", process=proc)
         chp = ConfigurableHTTPProxy(
             should_start=False, api_url=f"http://127.0.0.1:{api_port}", auth_token=token
         )
@@ -285,6 +300,44 @@ def goal_for(operation, size):
     return GOALS.get((operation, size)) or GOALS.get((operation, None))
 
 
+def verdict(value, goal):
+    """PASS or FAIL of ``value`` against ``goal`` = ``(op, limit)``; "" without either."""
+    if goal is None or value is None:
+        return ""
+    op, limit = goal
+    return "PASS" if (value <= limit if op == "<=" else value >= limit) else "FAIL"
+
+
+def print_rows(header, rows):
+    """An aligned text table."""
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def print_rest_table(chp, standalone):
+    """CHP's REST API next to the standalone command's, both through ConfigurableHTTPProxy."""
+    header = ("REST operation", "routes", "CHP", "standalone", "standalone/CHP", "goal", "result")
+    rows = []
+    for size, figures in standalone.items():
+        for operation, ns in figures.items():
+            theirs = chp.get(size, {}).get(operation) if chp else None
+            goal = REST_GOALS.get(operation)
+            ratio_to_chp = ns / theirs if theirs else None
+            rows.append(
+                (
+                    operation,
+                    f"{size:,}",
+                    show(theirs),
+                    show(ns),
+                    "-" if ratio_to_chp is None else f"{ratio_to_chp:.2f}x",
+                    f"{goal[0]} {goal[1]:g}x CHP" if goal else "",
+                    verdict(ratio_to_chp, goal),
+                )
+            )
+    print_rows(header, rows)
+
+
 def print_table(ours, chp):
     header = ("operation", "routes", "inprocess", "CHP", "CHP/inproc", "goal", "result")
     rows = []
@@ -292,10 +345,7 @@ def print_table(ours, chp):
         for operation, ns in figures.items():
             theirs = chp.get(size, {}).get(operation) if chp else None
             goal = goal_for(operation, size)
-            result = ""
-            if goal:
-                op, limit = goal
-                result = "PASS" if (ns <= limit if op == "<=" else ns >= limit) else "FAIL"
+            result = verdict(ns, goal)
             rows.append(
                 (
                     operation,
@@ -307,9 +357,7 @@ def print_table(ours, chp):
                     result,
                 )
             )
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+    print_rows(header, rows)
 
 
 def parse_args():
@@ -320,6 +368,9 @@ def parse_args():
     parser.add_argument("--chp-repeats", type=int, default=3, help="runs per CHP figure")
     parser.add_argument("--chp-batch", type=int, default=100, help="routes added and removed per CHP run")
     parser.add_argument("--no-chp", action="store_true", help="skip configurable-http-proxy")
+    parser.add_argument(
+        "--no-standalone", action="store_true", help="skip the standalone inprocess-proxy command's REST API"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the lookup paths")
     return parser.parse_args()
 
@@ -342,11 +393,23 @@ async def main(args):
             chp = await asyncio.wait_for(time_chp(argv, args.chp_batch, args.chp_repeats), CHP_BUDGET_SECONDS)
         except (StartupError, asyncio.TimeoutError, OSError) as e:
             print(f"CHP skipped: {type(e).__name__}: {e}")
+    standalone = None
+    if not args.no_standalone:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (REPO_ROOT, os.environ.get("PYTHONPATH")) if p))
+        try:
+            standalone = await asyncio.wait_for(
+                time_chp(standalone_command(), args.chp_batch, args.chp_repeats, env, "standalone"), CHP_BUDGET_SECONDS
+            )
+        except (StartupError, asyncio.TimeoutError, OSError) as e:
+            print(f"standalone skipped: {type(e).__name__}: {e}")
     print(
-        f"python {sys.version.split()[0]}, repeats {args.repeats} (CHP {args.chp_repeats}),"
-        f" batch {args.batch} (CHP {args.chp_batch}), {args.lookups} lookups per run"
+        f"python {sys.version.split()[0]}, repeats {args.repeats} (REST {args.chp_repeats}),"
+        f" batch {args.batch} (REST {args.chp_batch}), {args.lookups} lookups per run"
     )
     print_table(ours, chp)
+    if standalone:
+        print()
+        print_rest_table(chp, standalone)
 
 
 if __name__ == "__main__":

@@ -28,12 +28,13 @@ entry point name, as a user's configuration would.
 
 import os
 import secrets
+import signal
 import sys
 import textwrap
 from pathlib import Path
 
 from .ports import free_ports, http_status
-from .processes import MARKER_VAR, ChildProcess, log_tail, wait_until
+from .processes import MARKER_VAR, ChildProcess, log_tail, signal_process, wait_until
 
 #: seconds the Hub gets to start and answer; a cold start (importing
 #: JupyterHub, creating the sqlite db, starting the proxy) takes 2-5 s here
@@ -77,6 +78,8 @@ class HubProcess:
         self.config_path = self.directory / "jupyterhub_config.py"
         self.log_path = self.directory / "jupyterhub.log"
         self.process = None
+        #: the runs stop_hub_only() ended, whose leftovers stop() kills
+        self._earlier = []
 
     @property
     def pid(self):
@@ -158,6 +161,22 @@ class HubProcess:
             raise
         return self
 
+    def stop_hub_only(self):
+        """SIGTERM the Hub process alone and wait for it to exit; ``start()`` may follow.
+
+        What the Hub leaves running by its configuration (its servers with
+        ``cleanup_servers = False``, a proxy it started with ``cleanup_proxy =
+        False``) keeps running; ``stop()`` still kills it in the end.
+
+        Returns:
+            The Hub's exit status.
+        """
+        process, self.process = self.process, None
+        process.look()
+        self._earlier.append(process)
+        signal_process(process.pid, signal.SIGTERM)
+        return process.popen.wait(HUB_STOP_TIMEOUT)
+
     def stop(self):
         """Stop the Hub and kill whatever it started that is still alive; idempotent.
 
@@ -165,9 +184,11 @@ class HubProcess:
             The pids that had to be killed after the Hub's own shutdown.
         """
         process, self.process = self.process, None
-        if process is None:
-            return []
-        return process.stop(HUB_STOP_TIMEOUT)
+        killed = process.stop(HUB_STOP_TIMEOUT) if process is not None else []
+        earlier, self._earlier = self._earlier, []
+        for run in earlier:
+            killed += run.kill()
+        return killed
 
     def log_tail(self, lines=60):
         """The last lines of the Hub's log (with its spawned servers' output)."""
