@@ -17,7 +17,9 @@ Where CHP answers badly, this answers 4xx with a JSON message and changes
 nothing: invalid JSON, a body that is not an object, a missing or malformed
 target (CHP stores any string and then fails every request on it), a route
 path with invalid escapes or a dot segment, ``DELETE /api/routes`` without a
-path (CHP never answers), an oversized body.
+path (CHP never answers), an oversized body. A change a shared store
+(``--route-store``) cannot take answers 503 with the store's message and
+changes nothing.
 """
 
 import hmac
@@ -28,6 +30,7 @@ from datetime import datetime, timezone
 from urllib.parse import parse_qs, quote, unquote
 
 from ..activity import isoformat
+from ..store import RouteStoreUnavailable
 from .control import Response, error_response, json_response
 
 __all__ = ["RoutesAPI", "key_to_routespec", "routespec_to_key"]
@@ -115,6 +118,10 @@ class RoutesAPI:
         except BadRequest as e:
             self.log.warning("400 %s %s: %s", request.method, request.path, e)
             return error_response(400, str(e))
+        except RouteStoreUnavailable as e:
+            # a shared store (--route-store) could not take the change: nothing changed
+            self.log.warning("503 %s %s: %s", request.method, request.path, e)
+            return error_response(503, str(e))
 
     # --- requests ------------------------------------------------------------
 

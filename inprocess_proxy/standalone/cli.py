@@ -21,7 +21,7 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 from typing import Optional
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from .._version import __version__
 from ..http1 import HOP_BY_HOP
@@ -83,6 +83,9 @@ class Settings:
     #: names (None: the port the proxy listens on)
     redirect_port: Optional[int]
     redirect_to: Optional[int]
+    #: --route-store: the shared route table's URL (``redis://``, ``rediss://``,
+    #: ``unix://``), or None to keep routes in memory
+    route_store: Optional[str] = None
     #: things to say once logging is set up (CHP's warnings about the command line)
     warnings: tuple = field(default_factory=tuple)
 
@@ -119,6 +122,21 @@ def _milliseconds(text):
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more milliseconds, not {value}")
     return value
+
+
+#: what --route-store accepts (redis-py's URL schemes)
+ROUTE_STORE_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _route_store_url(text):
+    """A Redis URL; its scheme checked here, the rest by redis-py when the store starts."""
+    scheme = urlsplit(text).scheme.lower()
+    if scheme not in ROUTE_STORE_SCHEMES:
+        # never echo the URL: it may hold a password
+        raise argparse.ArgumentTypeError(
+            f"not a Redis URL (scheme {scheme or 'missing'!r}): use redis://, rediss:// or unix://"
+        )
+    return text
 
 
 def _log_level(text):
@@ -318,6 +336,20 @@ def build_parser():
             f" (default: {ProxyOptions.client_keep_alive_timeout * 1000:.0f}, longer than load balancers')"
         ),
     )
+    store = parser.add_argument_group("Several replicas (not in configurable-http-proxy)")
+    store.add_argument(
+        "--route-store",
+        metavar="<url>",
+        type=_route_store_url,
+        help=(
+            "Keep the route table in Redis, shared by every replica given the same URL:"
+            " redis://HOST[:PORT][/DB], rediss:// for TLS (redis-py's URL options, e.g."
+            " ?ssl_ca_certs=<ca-file>), or unix://<path>. The password comes from the URL or, kept off"
+            " the command line, from $INPROCESS_PROXY_REDIS_PASSWORD; the URL is logged with it masked."
+            " /_chp_healthz answers 503 until the whole table is loaded; route changes answer 503 while"
+            " Redis cannot be reached. Default: routes in memory, as CHP"
+        ),
+    )
     logging = parser.add_argument_group("Logging")
     logging.add_argument(
         "--log-level",
@@ -430,6 +462,11 @@ def parse_args(argv=None, parser=None):
         parser.error("Cannot specify both error-target and error-path. Pick one.")
     if args.error_path and not os.path.isdir(args.error_path):
         parser.error(f"--error-path {args.error_path}: not a directory")
+    if args.route_store and urlsplit(args.route_store).password:
+        warnings.append(
+            "--route-store: the Redis password is on the command line, where other users of this machine"
+            " can read it (ps); prefer $INPROCESS_PROXY_REDIS_PASSWORD"
+        )
     if args.ssl_allow_rc4:
         warnings.append("--ssl-allow-rc4 has no effect (as in configurable-http-proxy): RC4 is never allowed")
 
@@ -485,6 +522,7 @@ def parse_args(argv=None, parser=None):
         pid_file=args.pid_file,
         redirect_port=redirect_port,
         redirect_to=args.redirect_to,
+        route_store=args.route_store,
         warnings=tuple(warnings),
     )
 

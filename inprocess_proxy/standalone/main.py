@@ -26,6 +26,7 @@ from .. import metrics
 from ..loopthread import loop_factory
 from ..plane import DataPlane
 from ..routes import split_host
+from ..store import RouteStoreUnavailable
 from .api import RoutesAPI
 from .cli import parse_args
 from .control import ControlServer, Response, error_response
@@ -44,6 +45,8 @@ _TLS_VERSIONS = {
     "TLSv1_2": ssl.TLSVersion.TLSv1_2,
     "TLSv1_3": ssl.TLSVersion.TLSv1_3,
 }
+#: seconds between attempts to store --default-target while a shared store is away
+DEFAULT_TARGET_RETRY = 2.0
 #: error page files in --error-path
 _ERROR_FILE = re.compile(r"^([1-5][0-9][0-9])\.html$")
 
@@ -176,6 +179,9 @@ class StandaloneProxy:
         self.settings = settings
         self.log = log
         self.plane = None
+        #: the shared route store (--route-store), or None: routes in memory
+        self.store = None
+        self._default_target_task = None
         self.servers = []
         self.pid_file = None
         self.signalled = None
@@ -216,12 +222,26 @@ class StandaloneProxy:
         self.plane = plane = DataPlane(
             options=settings.options, log=log, host_routing=settings.host_routing, thread=False
         )
-        routes_api = RoutesAPI(plane, host_routing=settings.host_routing, auth_token=token, log=log)
+        store = plane
+        if settings.route_store:
+            # imported here: redis-py is needed only with the flag
+            from ..redisstore import RedisRouteStore
+
+            # logs the URL with its password masked; the health check answers 503 until loaded
+            self.store = store = RedisRouteStore(plane, settings.route_store, log=log)
+        routes_api = RoutesAPI(store, host_routing=settings.host_routing, auth_token=token, log=log)
         if settings.default_target:
+            # checked here, so a bad one fails the start with or without a shared store
             try:
-                await routes_api.add_route("/", settings.default_target, {})
+                plane.routes.check("/", settings.default_target, {})
             except ValueError as e:
                 raise StartupError(f"--default-target: {e}") from None
+            if self.store is None:
+                await routes_api.add_route("/", settings.default_target, {})
+        if self.store is not None:
+            await self.store.start()
+            if settings.default_target:
+                self._default_target_task = loop.create_task(self._add_default_target(routes_api))
         public_url = await plane.start(
             settings.public_url,
             ssl_context=public_ssl,
@@ -264,6 +284,19 @@ class StandaloneProxy:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signal.Signals(signum).name)
 
+    async def _add_default_target(self, routes_api):
+        """--default-target with a shared store: added once the table is loaded (and retried while Redis is away)."""
+        target = self.settings.default_target
+        while True:
+            try:
+                await self.store.wait_ready(DEFAULT_TARGET_RETRY)
+                await routes_api.add_route("/", target, {})
+                return
+            except (TimeoutError, RouteStoreUnavailable) as e:
+                self.log.warning("--default-target %s not stored yet (retrying): %s", target, e)
+            # a retry period while Redis is away, not a synchronisation
+            await asyncio.sleep(DEFAULT_TARGET_RETRY)
+
     def _on_signal(self, name):
         if self.signalled is None:
             self.signalled = name
@@ -286,6 +319,10 @@ class StandaloneProxy:
         """Close the control endpoints, drain the data plane up to ``timeout`` seconds, remove the pid file."""
         for server in self.servers:
             server.close()
+        if self._default_target_task is not None:
+            self._default_target_task.cancel()
+        if self.store is not None:
+            await self.store.stop()
         if self.plane is not None:
             await self.plane.stop(timeout)
         self._remove_pid_file()
