@@ -8,6 +8,7 @@ bound (``poll``); the figures the docs quote are printed (``pytest -s``).
 """
 
 import http.client
+import subprocess
 import json
 import statistics
 import threading
@@ -46,11 +47,18 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        # a replica killed with SIGKILL resets its connections to the backend: expected here
+        pass
+
+
 @pytest.fixture
 def backend_url():
     """A threaded HTTP backend on 127.0.0.1 answering 200 to every GET (blocking clients can use it)."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.daemon_threads = True
+    server = _Server(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=server.serve_forever, name="backend", daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -246,3 +254,145 @@ def test_redis_away_writes_503_replicas_serve_then_converge(make_redis_server, m
         f" {len(writes)} REST writes answered 503; writable again {writable * 1000:.0f} ms after"
         f" redis-server was back; every table equal to Redis's ({len(expected)} routes)"
     )
+
+
+# -- HAProxy in front of three replicas ---------------------------------------------
+
+HAPROXY = "/usr/sbin/haproxy"
+#: client threads sending requests through HAProxy, each on its own keep-alive connection
+LOAD_WORKERS = 6
+#: seconds of load before and after the kill
+LOAD_BEFORE, LOAD_AFTER = 1.0, 2.0
+#: HAProxy's health check period, ms (down after 2 failed checks)
+CHECK_INTERVAL_MS = 100
+
+HAPROXY_CONFIG = """\
+global
+    maxconn 1000
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 10s
+    timeout server 10s
+    # a connection refused by a dead replica is retried on another one
+    retries 3
+    option redispatch 1
+frontend proxy
+    bind 127.0.0.1:{port}
+    default_backend replicas
+backend replicas
+    balance roundrobin
+    option httpchk GET /_chp_healthz
+    default-server inter {inter}ms fall 2 rise 1
+{servers}
+"""
+
+
+@pytest.fixture(scope="session")
+def haproxy_executable():
+    """Debian's haproxy, installed with apt-get if missing (as root); the test skips otherwise."""
+    from support.debian import PackageMissing, debian_executable
+
+    try:
+        return debian_executable(HAPROXY, "haproxy")
+    except PackageMissing as e:
+        pytest.skip(str(e))
+
+
+def start_haproxy(executable, directory, replicas):
+    """HAProxy on a free loopback port in front of ``replicas``; returns (ChildProcess, port)."""
+    from support.ports import free_port
+    from support.processes import ChildProcess
+
+    port = free_port()
+    servers = "\n".join(f"    server r{i} 127.0.0.1:{r.port} check" for i, r in enumerate(replicas))
+    config = directory / "haproxy.cfg"
+    config.write_text(HAPROXY_CONFIG.format(port=port, inter=CHECK_INTERVAL_MS, servers=servers))
+    check = subprocess.run([executable, "-c", "-f", str(config)], capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0, check.stdout + check.stderr
+    # -db: stay in the foreground, so it is our child and its group is killed at the end
+    process = ChildProcess([executable, "-db", "-f", str(config)], name="haproxy", log_path=directory / "haproxy.log")
+    return process, port
+
+
+class Load:
+    """Threads sending GETs through HAProxy on keep-alive connections; records (time, ok) per request."""
+
+    def __init__(self, port, path, workers=LOAD_WORKERS):
+        self.port = port
+        self.path = path
+        self.results = []
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(workers)]
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(30)
+
+    def _run(self):
+        connection = None
+        while not self.stopping.is_set():
+            if connection is None:
+                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+            ok = False
+            try:
+                connection.request("GET", self.path)
+                response = connection.getresponse()
+                response.read()
+                ok = response.status == 200
+                if response.will_close:
+                    connection.close()
+                    connection = None
+            except (OSError, http.client.HTTPException):
+                connection.close()
+                connection = None
+            self.results.append((time.monotonic(), ok))
+        if connection is not None:
+            connection.close()
+
+
+def test_haproxy_keeps_serving_when_a_replica_is_killed(
+    make_redis_server, make_replica, backend_url, haproxy_executable, tmp_path
+):
+    server = make_redis_server()
+    replicas = [make_replica(server.url) for _ in range(3)]
+    for replica in replicas:
+        poll(lambda: healthy(replica), "replica healthy")
+    assert add(replicas[0], "/user/lb", backend_url) == (201, b"")
+    for replica in replicas:
+        poll(lambda: status(replica.port, "/user/lb") == 200, "route served by every replica")
+    haproxy, port = start_haproxy(haproxy_executable, tmp_path, replicas)
+    try:
+        poll(lambda: status(port, "/user/lb") == 200, "HAProxy forwarding", interval=0.01)
+        with Load(port, "/user/lb") as load:
+            time.sleep(LOAD_BEFORE)  # load for a while: a duration, not a synchronisation
+            served_before = len(load.results)
+            killed_at = time.monotonic()
+            replicas[1].kill()  # SIGKILL, under load
+            time.sleep(LOAD_AFTER)
+        assert haproxy.poll() is None, haproxy.log_tail()
+    finally:
+        haproxy.stop(10)
+    results = load.results
+    failures = [t - killed_at for t, ok in results if not ok]
+    after = [(t, ok) for t, ok in results if t > killed_at]
+    print(
+        f"\nHAProxy, 3 replicas, {LOAD_WORKERS} keep-alive clients: {served_before} requests in"
+        f" {LOAD_BEFORE:g} s before SIGKILL of one replica, {len(after)} in {LOAD_AFTER:g} s after;"
+        f" {len(failures)} failed"
+        + (f" (from {min(failures) * 1000:.0f} to {max(failures) * 1000:.0f} ms after the kill)" if failures else "")
+    )
+    assert all(ok for t, ok in results if t < killed_at)
+    # only requests in flight on the dead replica's connections may fail: at most one per client
+    assert len(failures) <= LOAD_WORKERS, failures
+    assert all(f < 1.0 for f in failures), failures
+    # the two others kept serving, through the balancer
+    assert sum(ok for t, ok in after if t > killed_at + 1.0) > 0
+    for replica in (replicas[0], replicas[2]):
+        assert healthy(replica)
