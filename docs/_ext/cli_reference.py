@@ -19,7 +19,8 @@ import re
 from docutils import nodes
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
-from traits_reference import help_paragraphs, import_object
+from docnodes import import_object
+from traits_reference import help_paragraphs
 
 logger = logging.getLogger(__name__)
 
