@@ -387,7 +387,7 @@ def build_parser():
         action=_Refuse,
         nargs=1,
         metavar="<storage-class>",
-        reason="CHP's backends are JavaScript modules; routes are kept in memory.",
+        reason="CHP's backends are JavaScript modules; --route-store keeps the routes in Redis.",
     )
     return parser
 
