@@ -21,7 +21,10 @@ configurable-http-proxy baseline.
 The "standalone" runs use JupyterHub's default ``ConfigurableHTTPProxy`` (so the
 four CHP-only tests run too), with the ``configurable-http-proxy`` command it
 starts resolved to this checkout's ``inprocess-proxy`` by a shim first on the
-child's ``PATH`` (``write_chp_shim``). Every child imports ``inprocess_proxy``
+child's ``PATH`` (``write_chp_shim``). The "replicas" run resolves it to a
+replica set instead (``jupyterhub_suite/chp_replica_set.py``: Redis, three
+replicas with ``--route-store``, HAProxy in front), so the Hub's REST calls
+land on different replicas. Every child imports ``inprocess_proxy``
 from this checkout (the repository root leads its ``PYTHONPATH``), whatever
 is installed.
 
@@ -54,6 +57,7 @@ from pathlib import Path
 
 import pytest
 
+from support.debian import PackageMissing, debian_executable
 from support.modules import load_module
 from support.ports import free_port
 from support.processes import ChildProcess
@@ -113,8 +117,10 @@ class ChildRun:
         timeout: seconds the whole child may take.
         expected: rough wall seconds it takes (2 at a time on 2 cores), to start the longest first.
         proxy: "inprocess", the proxy class JUPYTERHUB_TEST_PROXY_CLASS names
-            (InProcessProxy by default); or "standalone", JupyterHub's
-            ConfigurableHTTPProxy starting this checkout's inprocess-proxy.
+            (InProcessProxy by default); "standalone", JupyterHub's
+            ConfigurableHTTPProxy starting this checkout's inprocess-proxy; or
+            "replicas", ConfigurableHTTPProxy starting a replica set of it
+            behind HAProxy, sharing a table in Redis (``chp_replica_set.py``).
     """
 
     id: str
@@ -177,6 +183,17 @@ RUNS = (
             proxy="standalone",
         )
         for mode, expected in (("default", 100), ("subdomain", 90), ("internal_ssl", 100))
+    ),
+    # ConfigurableHTTPProxy starting a replica set (jupyterhub_suite/chp_replica_set.py):
+    # Redis, three inprocess-proxy replicas with --route-store, HAProxy in front
+    ChildRun(
+        "replicas-default-test_proxy",
+        "default",
+        (_suite("test_proxy"),),
+        ("test_proxy",),
+        900,
+        60,
+        proxy="replicas",
     ),
     ChildRun(
         "mockhub-tests",
@@ -348,18 +365,22 @@ def parse_junit(path):
 
 
 #: the shim a standalone run finds first on PATH as ``configurable-http-proxy``;
-#: ``exec`` keeps the pid JupyterHub records in its pid file the proxy's own
+#: ``exec`` keeps the pid JupyterHub records in its pid file the proxy's own.
+#: A replicas run execs the replica set's supervisor (on the child's PYTHONPATH).
 CHP_SHIM = """#!/bin/sh
-# configurable-http-proxy -> this checkout's inprocess-proxy (tests/test_jupyterhub.py)
-exec {python} -m inprocess_proxy "$@"
+# configurable-http-proxy -> this checkout's {module} (tests/test_jupyterhub.py)
+exec {python} -m {module} "$@"
 """
+SHIM_MODULES = {"standalone": "inprocess_proxy", "replicas": "chp_replica_set"}
+#: Debian programs a replicas run needs: path -> package
+REPLICA_SET_PROGRAMS = {"/usr/bin/redis-server": "redis-server", "/usr/sbin/haproxy": "haproxy"}
 
 
-def write_chp_shim(directory):
-    """Write ``<directory>/configurable-http-proxy``; returns the directory."""
+def write_chp_shim(directory, proxy="standalone"):
+    """Write ``<directory>/configurable-http-proxy`` for a ``proxy`` run; returns the directory."""
     directory.mkdir(parents=True, exist_ok=True)
     shim = directory / "configurable-http-proxy"
-    shim.write_text(CHP_SHIM.format(python=sys.executable))
+    shim.write_text(CHP_SHIM.format(python=sys.executable, module=SHIM_MODULES[proxy]))
     shim.chmod(0o755)
     return directory
 
@@ -375,8 +396,8 @@ def child_env(run, workdir):
         env["JUPYTERHUB_TEST_SUBDOMAIN_HOST"] = env["JUPYTERHUB_TEST_SUBDOMAIN_HOST"].format(port=free_port())
     # the suite starts `jupyterhub-singleuser` and `python -m ...` by name
     path = [os.path.dirname(sys.executable)]
-    if run.proxy == "standalone":
-        path.insert(0, str(write_chp_shim(workdir / "bin")))
+    if run.proxy in SHIM_MODULES:
+        path.insert(0, str(write_chp_shim(workdir / "bin", run.proxy)))
     env["PATH"] = os.pathsep.join([*path, env["PATH"]] if env.get("PATH") else path)
     # this checkout's package, not an installed one, in the child and what it starts
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), str(SUITE_DIR), env.get("PYTHONPATH", "")) if p)
@@ -432,6 +453,8 @@ class ChildRunner:
 
     def __init__(self, runs, workdir, jobs):
         self.workdir = workdir
+        #: why replicas runs are skipped (their Debian programs are missing), or None
+        self.missing_programs = None
         self.results = {}
         self.futures = {}
         self._running = {}
@@ -547,7 +570,9 @@ def format_table(results):
         result = results.get(run.id)
         if result is None:
             continue
-        mode = "ours" if run.is_hub_run else (run.mode if run.proxy == "inprocess" else f"cmd:{run.mode}")
+        mode = "ours" if run.is_hub_run else {"inprocess": run.mode, "standalone": f"cmd:{run.mode}"}.get(
+            run.proxy, f"{run.proxy}:{run.mode}"
+        )
         counts = result.counts()
         if not counts:
             lines.append(f"{mode:<16} {run.id:<19} (no report: {'; '.join(result.problems())[:80]})")
@@ -596,10 +621,20 @@ def child_runner(request, tmp_path_factory):
         if getattr(item, "originalname", None) == "test_child_run"
         and getattr(item, "module", None) is sys.modules[__name__]
     ]
+    # a replicas run needs Debian's redis-server and haproxy: installed here when root
+    missing = None
+    if any(run.proxy == "replicas" for run in selected):
+        try:
+            for path, package in REPLICA_SET_PROGRAMS.items():
+                debian_executable(path, package)
+        except PackageMissing as e:
+            missing = str(e)
+            selected = [run for run in selected if run.proxy != "replicas"]
     changed = jh_proxy_plugin.ensure_allow_root()
     if changed:
         print(f"wrote c.ServerApp.allow_root = True to {changed} (running as root)")
     runner = ChildRunner(selected, tmp_path_factory.mktemp("jupyterhub-suite"), JOBS)
+    runner.missing_programs = missing
     request.config.pluginmanager.register(_SummaryPlugin(runner, time.monotonic()))
     # a CI cancel or `timeout` sends SIGTERM, which pytest does not handle:
     # without this the children and their servers would outlive us
@@ -631,6 +666,8 @@ def _test_timeout(run):
     [pytest.param(run, id=run.id, marks=pytest.mark.timeout(_test_timeout(run))) for run in RUNS],
 )
 def test_child_run(run, child_runner):
+    if run.proxy == "replicas" and child_runner.missing_programs:
+        pytest.skip(child_runner.missing_programs)
     result = child_runner.result(run)
     print(format_table({run.id: result}))
     problems = result.problems()
