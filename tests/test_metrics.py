@@ -7,14 +7,14 @@ with a token that has ``read:metrics``, as Prometheus would), sends a known
 mix of requests, scrapes again and checks each metric moved by what was sent.
 """
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 from realhub import RealHub
 from support.ports import free_port
+from support.threadserver import serving
 
 OK_REQUESTS = 7
 NOT_FOUND_REQUESTS = 3
@@ -36,13 +36,8 @@ class _Echo(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def echo_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join(10)
+    with serving(_Echo) as url:
+        yield url
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ import redis
 
 from inprocess_proxy.standalone.api import key_to_routespec
 from standalone_process import ProxyProcess
+from support.threadserver import serving
 
 #: seconds any poll of another process may take
 POLL_TIMEOUT = 15
@@ -48,8 +49,6 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
     def handle_error(self, request, client_address):
         # a replica killed with SIGKILL resets its connections to the backend: expected here
         pass
@@ -58,19 +57,15 @@ class _Server(ThreadingHTTPServer):
 @pytest.fixture
 def backend_url():
     """A threaded HTTP backend on 127.0.0.1 answering 200 to every GET (blocking clients can use it)."""
-    server = _Server(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, name="backend", daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join(10)
+    with serving(_Handler, _Server) as url:
+        yield url
 
 
 @pytest.fixture
 def make_replica(tmp_path):
     """Factory: ``make_replica(url, *extra_args)`` starts an inprocess-proxy with ``--route-store url``;
-    every one is killed at teardown."""
+    ``make_replica.healthy_set(url, count)`` starts several and waits until they are healthy.
+    Every one is killed at teardown."""
     replicas = []
 
     def make(url, *args, env=None):
@@ -78,6 +73,14 @@ def make_replica(tmp_path):
         replicas.append(replica)
         return replica.start()
 
+    def healthy_set(url, count):
+        """``count`` replicas on ``url``, once each reports healthy (the table loaded)."""
+        started = [make(url) for _ in range(count)]
+        for replica in started:
+            poll(lambda: healthy(replica), "replica healthy")
+        return started
+
+    make.healthy_set = healthy_set
     yield make
     for replica in replicas:
         replica.kill()
@@ -136,10 +139,7 @@ def quantile(values, q):
 
 def test_route_added_through_one_replica_is_served_by_the_other(make_redis_server, make_replica, backend_url):
     server = make_redis_server()
-    a = make_replica(server.url)
-    b = make_replica(server.url)
-    for replica in (a, b):
-        poll(lambda: healthy(replica), "replica healthy")
+    a, b = make_replica.healthy_set(server.url, 2)
     added, deleted = [], []
     for i in range(ROUTES):
         key = f"/user/u{i}"
@@ -207,10 +207,7 @@ def test_bad_route_store_url_exits_without_echoing_it(tmp_path):
 
 def test_redis_away_writes_503_replicas_serve_then_converge(make_redis_server, make_replica, backend_url):
     server = make_redis_server()
-    a = make_replica(server.url)
-    b = make_replica(server.url)
-    for replica in (a, b):
-        poll(lambda: healthy(replica), "replica healthy")
+    a, b = make_replica.healthy_set(server.url, 2)
     keys = [f"/user/r{i}" for i in range(10)]
     for key in keys:
         assert add(a, key, backend_url) == (201, b"")
@@ -361,9 +358,7 @@ def test_haproxy_keeps_serving_when_a_replica_is_killed(
     make_redis_server, make_replica, backend_url, haproxy_executable, tmp_path
 ):
     server = make_redis_server()
-    replicas = [make_replica(server.url) for _ in range(3)]
-    for replica in replicas:
-        poll(lambda: healthy(replica), "replica healthy")
+    replicas = make_replica.healthy_set(server.url, 3)
     assert add(replicas[0], "/user/lb", backend_url) == (201, b"")
     for replica in replicas:
         poll(lambda: status(replica.port, "/user/lb") == 200, "route served by every replica")

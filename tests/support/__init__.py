@@ -11,6 +11,7 @@
 - ``debian``: Debian programs the tests run, installed with apt-get when
   missing (as root).
 - ``redisserver``: a redis-server on a free port, stopped, restarted, killed.
+- ``threadserver``: an ``http.server`` server in a thread, for blocking clients.
 
 Nothing here imports ``inprocess_proxy``. Linux only (``/proc``, ``prctl``).
 
