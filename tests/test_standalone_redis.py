@@ -166,6 +166,23 @@ def test_route_added_through_one_replica_is_served_by_the_other(make_redis_serve
     assert redis_routespecs(server.url) == listed_routespecs(a) == listed_routespecs(b) == set()
 
 
+def test_activity_through_one_replica_is_listed_by_the_other(make_redis_server, make_replica, backend_url):
+    server = make_redis_server()
+    a, b = make_replica.healthy_set(server.url, 2)
+    assert add(a, "/user/active", backend_url) == (201, b"")
+    added_at = a.routes()["/user/active"]["last_activity"]
+    # listed, not requested: a request would be activity
+    poll(lambda: "/user/active" in b.routes(), "listed by b")
+    assert b.routes()["/user/active"]["last_activity"] == added_at
+    # CHP's last_activity has milliseconds: the traffic must come at least 1 ms later
+    time.sleep(0.01)  # a clock step, not a synchronisation
+    assert status(b.port, "/user/active/x") == 200
+    started = time.monotonic()
+    # b merges its activity into Redis once a second; a lists the newest time from Redis
+    poll(lambda: a.routes()["/user/active"]["last_activity"] > added_at, "a lists b's activity", interval=0.05)
+    print(f"\nactivity through one replica listed by the other after {time.monotonic() - started:.2f} s")
+
+
 def test_healthz_is_503_until_the_table_is_loaded(make_redis_server, make_replica, backend_url):
     server = make_redis_server()
     server.stop()  # the port is kept: nothing listens there until start()
