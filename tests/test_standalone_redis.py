@@ -213,6 +213,17 @@ def test_password_from_the_environment_is_never_logged(make_redis_server, make_r
     assert "prefer $INPROCESS_PROXY_REDIS_PASSWORD" in b.log()
 
 
+def test_rediss_url_connects_with_tls(make_redis_server, make_replica, backend_url, tmp_path):
+    from support.tls import make_tls_files
+
+    (tmp_path / "tls").mkdir()
+    server = make_redis_server(tls=make_tls_files(tmp_path / "tls"))
+    assert server.url.startswith("rediss://")
+    a, b = make_replica.healthy_set(server.url, 2)
+    assert add(a, "/tls", backend_url) == (201, b"")
+    poll(lambda: status(b.port, "/tls") == 200, "served by the other replica")
+
+
 def test_bad_route_store_url_exits_without_echoing_it(tmp_path):
     from standalone_process import run_command
 
