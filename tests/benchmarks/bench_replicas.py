@@ -30,6 +30,7 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -182,6 +183,7 @@ def main():
         "--node-modules", default=os.path.join(HERE, "node_modules"), help="where CHP is installed (setup.sh)"
     )
     parser.add_argument("--no-chp", action="store_true", help="skip configurable-http-proxy")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the temp dir with every process's log")
     args = parser.parse_args()
     stop_on_sigterm()
     if not os.access(REDIS_SERVER, os.X_OK):
@@ -220,6 +222,11 @@ def main():
             wait_until(lambda: replica.get("/small") == 200, timeout=10, what=f"/ on {replica.name}")
         script = write_wrk_script(os.path.join(root, "wrk.lua"))
         load = measure_throughput([memory, replicas[1]], args.seconds, args.reps, script)
+    # kept after a crash (the exception skips this), as bench_http keeps its logs
+    if args.keep_logs:
+        print(f"logs in {root}")
+    else:
+        shutil.rmtree(root, ignore_errors=True)
 
     print(f"\nRoute propagation, replica0's REST API -> replicas 1 and 2 serving it ({args.routes} routes, ms):")
     for what, samples in (("add", added), ("delete", deleted)):
