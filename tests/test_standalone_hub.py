@@ -26,6 +26,7 @@ import os
 import threading
 import time
 import uuid
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -188,9 +189,9 @@ def separate_proxy(tmp_path):
     api_port = free_port()
     hub = RealHub(tmp_path / "hub", config=_hub_config(api_port, "c.ConfigurableHTTPProxy.should_start = False"))
     args = [
-        f"--ip=127.0.0.1", f"--port={hub.port}", "--api-ip=127.0.0.1", f"--api-port={api_port}",
-        f"--default-target=http://127.0.0.1:{hub.hub_port}",
-        f"--error-target=http://127.0.0.1:{hub.hub_port}/hub/error",
+        f"--ip=127.0.0.1", f"--port={urlsplit(hub.public_url).port}", "--api-ip=127.0.0.1", f"--api-port={api_port}",
+        f"--default-target={hub.hub_url}",
+        f"--error-target={hub.hub_url}/hub/error",
     ]  # fmt: skip
     proxy = ProxyProcess(tmp_path / "proxy", args, listen=False)
     proxy.api_address = ("127.0.0.1", api_port)
@@ -241,7 +242,7 @@ def test_hub_restart_keeps_users_connected(separate_proxy):
         assert _proxy_routes(api_port) == routes_before
         hub_view = _hub_routes(hub)
         assert hub_view == {
-            "/": (f"http://127.0.0.1:{hub.hub_port}", None),
+            "/": (hub.hub_url, None),
             f"/user/{USER}/": (routes_before[f"/user/{USER}"]["target"], USER),
         }
         assert proxy.process.poll() is None
