@@ -47,6 +47,26 @@ def ws_backend(io_loop):
     io_loop.run_sync(server.close_all_connections, timeout=30)
 
 
+@pytest.fixture
+def recording_backends(io_loop):
+    """``(fixed, churn)``: the fixed route's HTTP backend and the churned routes' backend."""
+
+    async def start():
+        return (
+            await RecordingBackend("fixed", record=False).start(),
+            await RecordingBackend("churn", record=False).start(),
+        )
+
+    backends = io_loop.run_sync(start, timeout=WAIT)
+    yield backends
+
+    async def close():
+        for backend in backends:
+            await backend.close()
+
+    io_loop.run_sync(close, timeout=WAIT)
+
+
 class Load:
     """Counts of what the steady load did."""
 
@@ -114,9 +134,8 @@ def churned_routespec(k):
 
 @pytest.mark.slow
 @pytest.mark.gen_test(timeout=180)
-async def test_route_churn_beside_steady_http_and_websockets(make_proxy, ws_backend):
-    http_backend = await RecordingBackend("fixed", record=False).start()
-    churn_backend = await RecordingBackend("churn", record=False).start()
+async def test_route_churn_beside_steady_http_and_websockets(make_proxy, ws_backend, recording_backends):
+    http_backend, churn_backend = recording_backends
     tasks = []
     try:
         proxy = await make_proxy(new_route_retry_period=0)
@@ -160,8 +179,6 @@ async def test_route_churn_beside_steady_http_and_websockets(make_proxy, ws_back
     finally:
         for task in tasks:
             task.cancel()
-        await http_backend.close()
-        await churn_backend.close()
 
     print(
         f"\nroute ops: {ops} ({ROUTE_ADDS} adds, {ops - ROUTE_ADDS} deletes) in {churn_seconds:.2f} s wall"
@@ -199,7 +216,7 @@ async def fetch(address, target):
 
 @pytest.mark.slow
 @pytest.mark.gen_test(timeout=180)
-async def test_concurrent_route_changes_across_threads_lose_nothing(make_proxy):
+async def test_concurrent_route_changes_across_threads_lose_nothing(make_proxy, recording_backends):
     """Route calls from many Hub coroutines at once, handed to the proxy's thread under load.
 
     Each writer adds its routes and deletes every other one, all writers at
@@ -211,8 +228,7 @@ async def test_concurrent_route_changes_across_threads_lose_nothing(make_proxy):
     """
     from prometheus_client import REGISTRY
 
-    http_backend = await RecordingBackend("fixed", record=False).start()
-    churn_backend = await RecordingBackend("churn", record=False).start()
+    http_backend, churn_backend = recording_backends
     tasks = []
     try:
         proxy = await make_proxy(new_route_retry_period=0)
@@ -259,8 +275,6 @@ async def test_concurrent_route_changes_across_threads_lose_nothing(make_proxy):
     finally:
         for task in tasks:
             task.cancel()
-        await http_backend.close()
-        await churn_backend.close()
 
     kept = {f"/user/w{w}-{i}/" for w in range(WRITERS) for i in range(0, ROUTES_PER_WRITER, 2)}
     print(
